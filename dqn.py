@@ -1,0 +1,474 @@
+"""Deep Q-Network (DQN) in one file, for gymnasium environments with discrete actions.
+
+DQN (Mnih et al. 2015, "Human-level control through deep reinforcement learning")
+learns Q(s, a), the expected discounted return of taking action a in state s, by
+regressing it towards the Bellman target r + gamma * max_a' Q_target(s', a'),
+on transitions replayed uniformly from a buffer of past experience.
+
+    pip install -r requirements.txt
+    python dqn.py --env-id CartPole-v1          # `python dqn.py --help` lists every flag
+
+Sections, in reading order:
+  Args              every setting, with its unit
+  make_env          gymnasium vector env (auto-resets on the NEXT step)
+  QNetwork          MLP, input and output sizes taken from the spaces
+  ReplayBuffer      preallocated numpy ring buffer, uniform sampling
+  linear_schedule   epsilon decay
+  select_action     epsilon-greedy over a batch of envs
+  td_loss           the Bellman / TD target and the loss
+  update_target     hard copy or Polyak averaging
+  evaluate          greedy policy on a separate env
+  train             the loop: act, store, learn; returns its results
+"""
+
+import csv
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+
+
+# ----------------------------------------------------------------------------
+# Args
+
+
+@dataclass
+class Args:
+    # Environment
+    env_id: str = "CartPole-v1"
+    """gymnasium env id; any env with a Discrete action space and a Box or Discrete observation"""
+    seed: int = 1
+    """seed of the run: network init, exploration, replay sampling and the envs"""
+    total_timesteps: int | None = None
+    """length of training, in env steps (transitions), summed over all envs [preset]"""
+    num_envs: int | None = None
+    """envs stepped in lockstep; their actions come from one batched forward pass [preset]"""
+
+    # Learning
+    learning_rate: float | None = None
+    """Adam learning rate [preset]"""
+    gamma: float | None = None
+    """discount factor of future rewards [preset]"""
+    batch_size: int | None = None
+    """transitions per gradient update [preset]"""
+    buffer_size: int | None = None
+    """replay capacity, in transitions; the oldest are overwritten first [preset]"""
+    learning_starts: int | None = None
+    """env steps of experience collected before the first gradient update [preset]"""
+    train_frequency: int | None = None
+    """env steps between two rounds of gradient updates [preset]"""
+    gradient_steps: int | None = None
+    """gradient updates per round [preset]"""
+    target_network_frequency: int | None = None
+    """env steps between two target-network updates [preset]"""
+    tau: float | None = None
+    """target update rate: 1.0 copies the online net, < 1 is Polyak averaging [preset]"""
+    hidden_sizes: tuple[int, ...] | None = None
+    """widths of the MLP's hidden layers [preset]"""
+
+    # Exploration
+    start_e: float = 1.0
+    """epsilon at step 0 (probability of a uniformly random action)"""
+    end_e: float | None = None
+    """epsilon after the decay [preset]"""
+    exploration_fraction: float | None = None
+    """fraction of total_timesteps over which epsilon decays linearly [preset]"""
+
+    # Evaluation, logging, output
+    eval_episodes: int = 10
+    """episodes of the greedy policy run on a separate env after training"""
+    log_interval: int = 5_000
+    """env steps between two console lines"""
+    output_dir: str = "runs"
+    """each run writes metrics.csv, summary.json and model.pt to output_dir/<run name>"""
+    save_model: bool = True
+    """save the trained Q-network and these args to model.pt"""
+    capture_video: bool = False
+    """record the evaluation episodes to mp4 (needs moviepy)"""
+    tensorboard: bool = False
+    """also log to TensorBoard (needs tensorboard)"""
+    device: str = "cpu"
+    """torch device; small MLPs train faster on the CPU than on a GPU"""
+
+
+# Settings that differ between envs. An Args field left at None takes the value for its
+# env here, or else from DEFAULTS. Measured by benchmarks/ (see README).
+DEFAULTS = dict(
+    total_timesteps=100_000, num_envs=1, learning_rate=1e-3, gamma=0.99, batch_size=128,
+    buffer_size=50_000, learning_starts=1_000, train_frequency=4, gradient_steps=1,
+    target_network_frequency=500, tau=1.0, hidden_sizes=(128, 128), end_e=0.05,
+    exploration_fraction=0.2,
+)
+ENV_PRESETS = {
+    "CartPole-v1": dict(total_timesteps=50_000),
+}
+
+
+def resolve_args(args: Args) -> Args:
+    """Fill the fields left at None from ENV_PRESETS, then DEFAULTS; check every value."""
+    preset = {**DEFAULTS, **ENV_PRESETS.get(args.env_id, {})}
+    args = dataclasses.replace(
+        args, **{k: v for k, v in preset.items() if getattr(args, k) is None}
+    )
+    checks = [
+        (args.total_timesteps > 0, "--total-timesteps must be positive"),
+        (args.num_envs >= 1, "--num-envs must be at least 1"),
+        (args.learning_rate > 0, "--learning-rate must be positive"),
+        (0 <= args.gamma <= 1, "--gamma must be in [0, 1]"),
+        (args.batch_size >= 1, "--batch-size must be at least 1"),
+        (args.buffer_size >= args.batch_size, "--buffer-size must be at least --batch-size"),
+        (0 <= args.learning_starts < args.total_timesteps,
+         "--learning-starts must be in [0, --total-timesteps)"),
+        (args.train_frequency >= 1, "--train-frequency must be at least 1"),
+        (args.gradient_steps >= 1, "--gradient-steps must be at least 1"),
+        (args.target_network_frequency >= 1, "--target-network-frequency must be at least 1"),
+        (0 < args.tau <= 1, "--tau must be in (0, 1]"),
+        (len(args.hidden_sizes) >= 1 and min(args.hidden_sizes) >= 1,
+         "--hidden-sizes needs at least one positive width"),
+        (0 <= args.end_e <= 1 and 0 <= args.start_e <= 1, "--start-e and --end-e must be in [0, 1]"),
+        (0 < args.exploration_fraction <= 1, "--exploration-fraction must be in (0, 1]"),
+        (args.eval_episodes >= 0, "--eval-episodes must be non-negative"),
+        (args.log_interval >= 1, "--log-interval must be at least 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    return args
+
+
+class UsageError(Exception):
+    """Bad input (a flag value, an env): reported as one line, exit code 2."""
+
+
+# ----------------------------------------------------------------------------
+# Environment
+
+
+def make_env(env_id: str, num_envs: int, seed: int) -> gym.vector.VectorEnv:
+    """A vector env of `num_envs` copies, reset with `seed` (copy i gets seed + i).
+
+    gymnasium 1.x vector envs auto-reset on the NEXT step: the step that ends an
+    episode returns its true final observation, and the following step ignores the
+    action and returns the first observation of a new episode (reward 0). That
+    reset step is not a transition; train() never stores it.
+    """
+    try:
+        envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
+    except gym.error.Error as e:  # unknown id, missing package (box2d, ale-py, ...)
+        raise UsageError(f"cannot make env {env_id!r}: {e}") from None
+    check_spaces(envs.single_observation_space, envs.single_action_space)
+    assert envs.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
+    envs.action_space.seed(seed)
+    return envs
+
+
+def check_spaces(obs_space: gym.Space, action_space: gym.Space) -> None:
+    if not isinstance(action_space, gym.spaces.Discrete):
+        raise UsageError(
+            f"DQN needs a Discrete action space, this env has {action_space}; "
+            "for continuous actions use an actor-critic method (SAC, TD3)"
+        )
+    if not isinstance(obs_space, (gym.spaces.Box, gym.spaces.Discrete)):
+        raise UsageError(
+            f"unsupported observation space {obs_space}: dqn.py takes Box (flattened) "
+            "or Discrete (one-hot) observations; wrap the env to flatten it"
+        )
+
+
+# ----------------------------------------------------------------------------
+# Q-network
+
+
+class QNetwork(nn.Module):
+    """MLP from an observation to one Q-value per action: (batch, *obs_shape) -> (batch, n_actions)."""
+
+    def __init__(self, obs_space: gym.Space, n_actions: int, hidden_sizes=(128, 128)):
+        super().__init__()
+        # A Discrete observation is an index, fed to the MLP as a one-hot vector.
+        self.n_obs_values = obs_space.n if isinstance(obs_space, gym.spaces.Discrete) else 0
+        in_size = self.n_obs_values or int(np.prod(obs_space.shape))
+        layers = []
+        for size in hidden_sizes:
+            layers += [nn.Linear(in_size, size), nn.ReLU()]
+            in_size = size
+        self.mlp = nn.Sequential(*layers, nn.Linear(in_size, n_actions))
+        self.n_actions = n_actions
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.n_obs_values:
+            x = F.one_hot(obs.long(), self.n_obs_values).float()  # (batch, n_obs_values)
+        else:
+            x = obs.flatten(1).float()  # (batch, obs_size)
+        return self.mlp(x)  # (batch, n_actions)
+
+
+# ----------------------------------------------------------------------------
+# Replay buffer
+
+
+class ReplayBuffer:
+    """Ring buffer of transitions (obs, action, reward, next_obs, terminated).
+
+    Arrays are preallocated with the observation space's shape and dtype. Once full,
+    each new transition overwrites the oldest one. Sampling is uniform, with replacement.
+    """
+
+    def __init__(self, capacity: int, obs_space: gym.Space, seed: int):
+        self.capacity = capacity
+        self.obs = np.zeros((capacity, *obs_space.shape), dtype=obs_space.dtype)
+        self.next_obs = np.zeros_like(self.obs)
+        self.actions = np.zeros(capacity, dtype=np.int64)
+        self.rewards = np.zeros(capacity, dtype=np.float32)
+        self.terminated = np.zeros(capacity, dtype=np.float32)
+        self.pos = 0  # where the next transition is written
+        self.size = 0  # transitions stored, at most capacity
+        self.rng = np.random.default_rng(seed)
+
+    def add(self, obs, actions, rewards, next_obs, terminated) -> None:
+        """Store a batch of transitions, one row each (k rows, k >= 0)."""
+        idx = (self.pos + np.arange(len(actions))) % self.capacity
+        self.obs[idx] = obs
+        self.actions[idx] = actions
+        self.rewards[idx] = rewards
+        self.next_obs[idx] = next_obs
+        self.terminated[idx] = terminated
+        self.pos = (self.pos + len(actions)) % self.capacity
+        self.size = min(self.size + len(actions), self.capacity)
+
+    def sample(self, batch_size: int, device: torch.device):
+        idx = self.rng.integers(0, self.size, size=batch_size)
+        arrays = (self.obs, self.actions, self.rewards, self.next_obs, self.terminated)
+        return tuple(torch.as_tensor(a[idx], device=device) for a in arrays)
+
+
+# ----------------------------------------------------------------------------
+# Algorithm: exploration, TD loss, target network
+
+
+def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
+    """Goes linearly from `start` at t=0 to `end` at t=duration, then stays at `end`."""
+    return start + (end - start) * min(t / duration, 1.0)
+
+
+def select_action(q_network: nn.Module, obs: np.ndarray, epsilon: float,
+                  rng: np.random.Generator, device: torch.device) -> np.ndarray:
+    """Epsilon-greedy actions for a batch of observations: (n_envs, *obs_shape) -> (n_envs,)."""
+    n = len(obs)
+    explore = rng.random(n) < epsilon
+    actions = rng.integers(0, q_network.n_actions, size=n)
+    if not explore.all():  # skip the forward pass when every env explores
+        with torch.no_grad():
+            q = q_network(torch.as_tensor(obs, device=device))  # (n_envs, n_actions)
+        actions = np.where(explore, actions, q.argmax(dim=1).cpu().numpy())
+    return actions
+
+
+def td_loss(q_network: nn.Module, target_network: nn.Module, batch, gamma: float):
+    """Huber loss between Q(s, a) and the one-step TD target; returns (loss, Q(s, a))."""
+    obs, actions, rewards, next_obs, terminated = batch
+    with torch.no_grad():
+        # y = r + gamma * (1 - terminated) * max_a' Q_target(s', a')
+        # Only `terminated` (the MDP really ended) zeroes the bootstrap. A `truncated`
+        # step (a time limit) is stored as not terminated, with s' its true final
+        # observation, so its value is still bootstrapped: the future did not end.
+        next_q = target_network(next_obs).max(dim=1).values  # (batch,)
+        target = rewards + gamma * (1.0 - terminated) * next_q
+    q = q_network(obs).gather(1, actions.unsqueeze(1)).squeeze(1)  # (batch,)
+    return F.smooth_l1_loss(q, target), q
+
+
+def update_target(target_network: nn.Module, q_network: nn.Module, tau: float) -> None:
+    """target <- tau * online + (1 - tau) * target; tau = 1 is an exact copy."""
+    with torch.no_grad():
+        for t, o in zip(target_network.parameters(), q_network.parameters()):
+            t.mul_(1.0 - tau).add_(o, alpha=tau)
+
+
+# ----------------------------------------------------------------------------
+# Evaluation
+
+
+def evaluate(q_network: nn.Module, env_id: str, episodes: int, seed: int,
+             device: torch.device, epsilon: float = 0.0, video_dir: str | None = None):
+    """Returns of `episodes` whole episodes of the (epsilon-)greedy policy on a fresh env."""
+    env = gym.make(env_id, render_mode="rgb_array" if video_dir else None)
+    if video_dir:
+        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True,
+                                       disable_logger=True)
+    rng = np.random.default_rng(seed)
+    returns = []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        done, episode_return = False, 0.0
+        while not done:
+            action = select_action(q_network, obs[None], epsilon, rng, device)[0]
+            obs, reward, terminated, truncated, _ = env.step(action)
+            episode_return += float(reward)
+            done = terminated or truncated
+        returns.append(episode_return)
+    env.close()
+    return returns
+
+
+# ----------------------------------------------------------------------------
+# Training
+
+
+@dataclass
+class Results:
+    q_network: nn.Module
+    episode_returns: list  # every training episode's return, in order of completion
+    episode_steps: list  # global env step at which each episode ended
+    losses: list  # (global env step, mean loss since the previous console line)
+    eval_returns: list  # returns of the final greedy evaluation
+    output_dir: str
+
+
+def train(args: Args) -> Results:
+    start_time = time.time()
+    args = resolve_args(args)
+    device = torch.device(args.device)
+    run_dir = os.path.join(args.output_dir, f"{args.env_id}__{args.seed}__{int(start_time)}")
+    os.makedirs(run_dir, exist_ok=True)
+    writer = make_tensorboard_writer(run_dir) if args.tensorboard else None
+    if args.capture_video:
+        require("moviepy", "--capture-video")
+
+    # Seeding: torch for the network init, numpy generators for exploration and replay
+    # sampling, the env's seed for its dynamics. Same seed, same run (on a CPU).
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    envs = make_env(args.env_id, args.num_envs, args.seed)
+    obs_space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
+
+    q_network = QNetwork(obs_space, n_actions, args.hidden_sizes).to(device)
+    target_network = QNetwork(obs_space, n_actions, args.hidden_sizes).to(device)
+    target_network.load_state_dict(q_network.state_dict())
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate)
+    rb = ReplayBuffer(args.buffer_size, obs_space, seed=args.seed + 1)
+
+    metrics_file = open(os.path.join(run_dir, "metrics.csv"), "w", newline="")
+    metrics = csv.writer(metrics_file)
+    metrics.writerow(["step", "time_s", "episode", "return", "length", "epsilon", "loss"])
+
+    episode_returns, episode_steps, losses, recent_losses = [], [], [], []
+    running_return = np.zeros(args.num_envs)
+    running_length = np.zeros(args.num_envs, dtype=np.int64)
+    # True for an env whose previous step ended an episode: its next step is a reset.
+    autoreset = np.zeros(args.num_envs, dtype=bool)
+    obs, _ = envs.reset(seed=args.seed)
+    global_step, next_log = 0, args.log_interval
+    train_start = time.time()
+    while global_step < args.total_timesteps:
+        epsilon = linear_schedule(args.start_e, args.end_e,
+                                  int(args.exploration_fraction * args.total_timesteps), global_step)
+        actions = select_action(q_network, obs, epsilon, rng, device)
+        next_obs, rewards, terminated, truncated, _ = envs.step(actions)
+
+        # Store real transitions only: on a reset step, obs is the last episode's final
+        # observation and next_obs the new episode's first, which no action connects.
+        # next_obs of a truncated step is the true final observation (NEXT_STEP autoreset).
+        real = ~autoreset
+        rb.add(obs[real], actions[real], rewards[real], next_obs[real], terminated[real])
+        running_return[real] += rewards[real]
+        running_length[real] += 1
+        prev_step, global_step = global_step, global_step + int(real.sum())
+
+        done = terminated | truncated
+        for i in np.flatnonzero(done):
+            episode_returns.append(float(running_return[i]))
+            episode_steps.append(global_step)
+            metrics.writerow([global_step, f"{time.time() - start_time:.3f}", len(episode_returns),
+                              running_return[i], running_length[i], f"{epsilon:.4f}",
+                              f"{recent_losses[-1]:.5f}" if recent_losses else ""])
+            if writer:
+                writer.add_scalar("charts/episodic_return", running_return[i], global_step)
+        running_return[done], running_length[done] = 0.0, 0
+        autoreset = done
+        obs = next_obs
+
+        # Learn: `gradient_steps` updates each time global_step crosses a multiple of
+        # train_frequency (with several envs, one iteration may cross more than one).
+        if global_step > args.learning_starts:
+            rounds = global_step // args.train_frequency - prev_step // args.train_frequency
+            for _ in range(rounds * args.gradient_steps):
+                loss, q = td_loss(q_network, target_network,
+                                  rb.sample(args.batch_size, device), args.gamma)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                recent_losses.append(loss.item())
+            if global_step // args.target_network_frequency > prev_step // args.target_network_frequency:
+                update_target(target_network, q_network, args.tau)
+
+        if global_step >= next_log:
+            next_log += args.log_interval
+            sps = global_step / (time.time() - train_start)
+            mean_loss = float(np.mean(recent_losses)) if recent_losses else float("nan")
+            losses.append((global_step, mean_loss))
+            recent = np.mean(episode_returns[-20:]) if episode_returns else float("nan")
+            print(f"step {global_step:>8}  episodes {len(episode_returns):>5}  "
+                  f"return(last 20) {recent:8.1f}  epsilon {epsilon:.3f}  loss {mean_loss:.4f}  "
+                  f"{sps:6.0f} steps/s  ~{(args.total_timesteps - global_step) / sps:4.0f} s left",
+                  flush=True)
+            if writer:
+                writer.add_scalar("losses/td_loss", mean_loss, global_step)
+                writer.add_scalar("charts/epsilon", epsilon, global_step)
+            recent_losses = []
+    envs.close()
+    metrics_file.close()
+
+    video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
+    eval_returns = evaluate(q_network, args.env_id, args.eval_episodes, args.seed + 10_000,
+                            device, video_dir=video_dir)
+    if eval_returns:
+        print(f"greedy evaluation over {len(eval_returns)} episodes: "
+              f"{np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f}")
+    if args.save_model:
+        torch.save({"q_network": q_network.state_dict(), "args": dataclasses.asdict(args)},
+                   os.path.join(run_dir, "model.pt"))
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump({"args": dataclasses.asdict(args), "start_unix_time": start_time,
+                   "train_seconds": time.time() - train_start, "eval_returns": eval_returns,
+                   "episodes": len(episode_returns)}, f, indent=1)
+    if writer:
+        writer.close()
+    print(f"results in {run_dir}")
+    return Results(q_network, episode_returns, episode_steps, losses, eval_returns, run_dir)
+
+
+# ----------------------------------------------------------------------------
+# Optional integrations, imported only when asked for
+
+
+def require(module: str, flag: str) -> None:
+    import importlib.util
+    if importlib.util.find_spec(module) is None:
+        raise UsageError(f"{flag} needs the {module} package: pip install {module}")
+
+
+def make_tensorboard_writer(run_dir: str):
+    require("tensorboard", "--tensorboard")
+    from torch.utils.tensorboard import SummaryWriter
+    return SummaryWriter(run_dir)
+
+
+def main() -> None:
+    try:
+        train(tyro.cli(Args))
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
