@@ -74,6 +74,16 @@ class Args:
     """target update rate: 1.0 copies the online net, < 1 is Polyak averaging [preset]"""
     hidden_sizes: tuple[int, ...] | None = None
     """widths of the MLP's hidden layers [preset]"""
+    layer_norm: bool | None = None
+    """LayerNorm after each hidden Linear layer [preset]"""
+    small_last_layer: bool | None = None
+    """initialise the output layer near zero [preset]"""
+    loss: str | None = None
+    """huber or mse [preset]"""
+    double_q: bool | None = None
+    """Double DQN target [preset]"""
+    max_grad_norm: float | None = None
+    """0 = off [preset]"""
 
     # Exploration
     start_e: float = 1.0
@@ -106,7 +116,8 @@ DEFAULTS = dict(
     total_timesteps=100_000, num_envs=1, learning_rate=1e-3, gamma=0.99, batch_size=128,
     buffer_size=50_000, learning_starts=1_000, train_frequency=4, gradient_steps=1,
     target_network_frequency=500, tau=1.0, hidden_sizes=(128, 128), end_e=0.05,
-    exploration_fraction=0.2,
+    exploration_fraction=0.2, layer_norm=False, small_last_layer=False, loss="huber",
+    double_q=False, max_grad_norm=0.0,
 )
 ENV_PRESETS = {
     "CartPole-v1": dict(total_timesteps=50_000),
@@ -191,16 +202,21 @@ def check_spaces(obs_space: gym.Space, action_space: gym.Space) -> None:
 class QNetwork(nn.Module):
     """MLP from an observation to one Q-value per action: (batch, *obs_shape) -> (batch, n_actions)."""
 
-    def __init__(self, obs_space: gym.Space, n_actions: int, hidden_sizes=(128, 128)):
+    def __init__(self, obs_space: gym.Space, n_actions: int, hidden_sizes=(128, 128),
+                 layer_norm=False, small_last_layer=False):
         super().__init__()
         # A Discrete observation is an index, fed to the MLP as a one-hot vector.
         self.n_obs_values = obs_space.n if isinstance(obs_space, gym.spaces.Discrete) else 0
         in_size = self.n_obs_values or int(np.prod(obs_space.shape))
         layers = []
         for size in hidden_sizes:
-            layers += [nn.Linear(in_size, size), nn.ReLU()]
+            layers += [nn.Linear(in_size, size)] + ([nn.LayerNorm(size)] if layer_norm else []) + [nn.ReLU()]
             in_size = size
         self.mlp = nn.Sequential(*layers, nn.Linear(in_size, n_actions))
+        if small_last_layer:
+            with torch.no_grad():
+                self.mlp[-1].weight.mul_(0.01)
+                self.mlp[-1].bias.zero_()
         self.n_actions = n_actions
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -272,18 +288,27 @@ def select_action(q_network: nn.Module, obs: np.ndarray, epsilon: float,
     return actions
 
 
-def td_loss(q_network: nn.Module, target_network: nn.Module, batch, gamma: float):
-    """Huber loss between Q(s, a) and the one-step TD target; returns (loss, Q(s, a))."""
-    obs, actions, rewards, next_obs, terminated = batch
+def td_target(target_network: nn.Module, rewards, next_obs, terminated, gamma: float):
+    """The Bellman target y = r + gamma * (1 - terminated) * max_a' Q_target(s', a')."""
+    # Only `terminated` (the MDP really ended) zeroes the bootstrap. A `truncated` step
+    # (a time limit) is stored as not terminated, with s' its true final observation,
+    # so its value is still bootstrapped: the future did not end, we stopped watching.
     with torch.no_grad():
-        # y = r + gamma * (1 - terminated) * max_a' Q_target(s', a')
-        # Only `terminated` (the MDP really ended) zeroes the bootstrap. A `truncated`
-        # step (a time limit) is stored as not terminated, with s' its true final
-        # observation, so its value is still bootstrapped: the future did not end.
         next_q = target_network(next_obs).max(dim=1).values  # (batch,)
-        target = rewards + gamma * (1.0 - terminated) * next_q
+        return rewards + gamma * (1.0 - terminated) * next_q
+
+
+def td_loss(q_network: nn.Module, target_network: nn.Module, batch, gamma: float, loss="huber", double_q=False):
+    """Loss between Q(s, a) and the one-step TD target; returns (loss, Q(s, a))."""
+    obs, actions, rewards, next_obs, terminated = batch
+    if double_q:
+        with torch.no_grad():
+            a2 = q_network(next_obs).argmax(1, keepdim=True)
+            target = rewards + gamma * (1.0 - terminated) * target_network(next_obs).gather(1, a2).squeeze(1)
+    else:
+        target = td_target(target_network, rewards, next_obs, terminated, gamma)
     q = q_network(obs).gather(1, actions.unsqueeze(1)).squeeze(1)  # (batch,)
-    return F.smooth_l1_loss(q, target), q
+    return (F.smooth_l1_loss(q, target) if loss == "huber" else F.mse_loss(q, target)), q
 
 
 def update_target(target_network: nn.Module, q_network: nn.Module, tau: float) -> None:
@@ -300,17 +325,18 @@ def update_target(target_network: nn.Module, q_network: nn.Module, tau: float) -
 def evaluate(q_network: nn.Module, env_id: str, episodes: int, seed: int,
              device: torch.device, epsilon: float = 0.0, video_dir: str | None = None):
     """Returns of `episodes` whole episodes of the (epsilon-)greedy policy on a fresh env."""
-    env = gym.make(env_id, render_mode="rgb_array" if video_dir else None)
     if video_dir:
-        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True,
-                                       disable_logger=True)
+        env = gym.wrappers.RecordVideo(gym.make(env_id, render_mode="rgb_array"), video_dir,
+                                       episode_trigger=lambda _: True, disable_logger=True)
+    else:
+        env = gym.make(env_id)
     rng = np.random.default_rng(seed)
     returns = []
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + episode)
         done, episode_return = False, 0.0
         while not done:
-            action = select_action(q_network, obs[None], epsilon, rng, device)[0]
+            action = select_action(q_network, np.asarray(obs)[None], epsilon, rng, device)[0]
             obs, reward, terminated, truncated, _ = env.step(action)
             episode_return += float(reward)
             done = terminated or truncated
@@ -330,6 +356,7 @@ class Results:
     episode_steps: list  # global env step at which each episode ended
     losses: list  # (global env step, mean loss since the previous console line)
     eval_returns: list  # returns of the final greedy evaluation
+    replay_buffer: "ReplayBuffer"
     output_dir: str
 
 
@@ -337,23 +364,26 @@ def train(args: Args) -> Results:
     start_time = time.time()
     args = resolve_args(args)
     device = torch.device(args.device)
-    run_dir = os.path.join(args.output_dir, f"{args.env_id}__{args.seed}__{int(start_time)}")
-    os.makedirs(run_dir, exist_ok=True)
-    writer = make_tensorboard_writer(run_dir) if args.tensorboard else None
+    if device.type == "cpu":
+        # Measured: an update of a small MLP is no faster on 2 threads than on 1, and
+        # several times slower when other processes (parallel seeds) share the cores.
+        torch.set_num_threads(1)
     if args.capture_video:
         require("moviepy", "--capture-video")
+    envs = make_env(args.env_id, args.num_envs, args.seed)
+    run_dir = make_run_dir(args)
+    writer = make_tensorboard_writer(run_dir) if args.tensorboard else None
 
     # Seeding: torch for the network init, numpy generators for exploration and replay
     # sampling, the env's seed for its dynamics. Same seed, same run (on a CPU).
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    envs = make_env(args.env_id, args.num_envs, args.seed)
     obs_space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
 
-    q_network = QNetwork(obs_space, n_actions, args.hidden_sizes).to(device)
-    target_network = QNetwork(obs_space, n_actions, args.hidden_sizes).to(device)
+    q_network = QNetwork(obs_space, n_actions, args.hidden_sizes, args.layer_norm, args.small_last_layer).to(device)
+    target_network = QNetwork(obs_space, n_actions, args.hidden_sizes, args.layer_norm).to(device)
     target_network.load_state_dict(q_network.state_dict())
-    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate)
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=device.type == "cpu")
     rb = ReplayBuffer(args.buffer_size, obs_space, seed=args.seed + 1)
 
     metrics_file = open(os.path.join(run_dir, "metrics.csv"), "w", newline="")
@@ -402,9 +432,11 @@ def train(args: Args) -> Results:
             rounds = global_step // args.train_frequency - prev_step // args.train_frequency
             for _ in range(rounds * args.gradient_steps):
                 loss, q = td_loss(q_network, target_network,
-                                  rb.sample(args.batch_size, device), args.gamma)
+                                  rb.sample(args.batch_size, device), args.gamma, args.loss, args.double_q)
                 optimizer.zero_grad()
                 loss.backward()
+                if args.max_grad_norm:
+                    nn.utils.clip_grad_norm_(q_network.parameters(), args.max_grad_norm)
                 optimizer.step()
                 recent_losses.append(loss.item())
             if global_step // args.target_network_frequency > prev_step // args.target_network_frequency:
@@ -443,11 +475,24 @@ def train(args: Args) -> Results:
     if writer:
         writer.close()
     print(f"results in {run_dir}")
-    return Results(q_network, episode_returns, episode_steps, losses, eval_returns, run_dir)
+    return Results(q_network, episode_returns, episode_steps, losses, eval_returns, rb, run_dir)
 
 
 # ----------------------------------------------------------------------------
 # Optional integrations, imported only when asked for
+
+
+def make_run_dir(args: Args) -> str:
+    """output_dir/<env>__<seed>__<date-time>, created now so a bad path fails before training."""
+    name = f"{args.env_id.replace('/', '-')}__{args.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir, n = os.path.join(args.output_dir, name), 1
+    while os.path.exists(run_dir):  # two runs started in the same second
+        run_dir, n = os.path.join(args.output_dir, f"{name}-{n}"), n + 1
+    try:
+        os.makedirs(run_dir)
+    except OSError as e:
+        raise UsageError(f"cannot create the output directory {run_dir!r}: {e.strerror}") from None
+    return run_dir
 
 
 def require(module: str, flag: str) -> None:

@@ -1,0 +1,56 @@
+import os
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class ChainEnv(gym.Env):
+    """A toy env whose observations spell out where they are, so transitions can be checked.
+
+    obs = [episode id, t, episode length]: the id is drawn at reset, t counts steps, and
+    the episode terminates when t reaches its length (drawn in [2, 9]). Registered with
+    max_episode_steps=6, so episodes longer than 6 are truncated instead. The reward
+    10 * t + action names the (state, action) pair it came from.
+    """
+
+    MAX_STEPS = 6
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(0, 1e6, shape=(3,), dtype=np.float32)
+        self.action_space = gym.spaces.Discrete(3)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.id = float(self.np_random.integers(1, 1_000_000))
+        self.length = int(self.np_random.integers(2, 10))
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = 10.0 * self.t + int(action)
+        self.t += 1
+        return self._obs(), reward, self.t >= self.length, False, {}
+
+    def _obs(self):
+        return np.array([self.id, self.t, self.length], dtype=np.float32)
+
+
+gym.register(id="tests/Chain-v0", entry_point=ChainEnv, max_episode_steps=ChainEnv.MAX_STEPS)
+
+
+@pytest.fixture
+def tiny_args(tmp_path):
+    """Arguments for a run that takes well under a second, writing into a temp dir."""
+    import dqn
+
+    def make(**overrides):
+        settings = dict(env_id="tests/Chain-v0", total_timesteps=300, learning_starts=100,
+                        batch_size=16, buffer_size=1_000, hidden_sizes=(16,), eval_episodes=2,
+                        output_dir=str(tmp_path), log_interval=100_000)
+        return dqn.Args(**{**settings, **overrides})
+
+    return make

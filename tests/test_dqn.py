@@ -1,0 +1,272 @@
+"""The spec of dqn.py: each test names the behaviour it protects."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import dqn
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def q_table_network(q_values):
+    """A QNetwork over Discrete(n) observations whose Q(s, a) is exactly q_values[s][a]."""
+    q_values = torch.tensor(q_values, dtype=torch.float32)
+    net = dqn.QNetwork(gym.spaces.Discrete(q_values.shape[0]), q_values.shape[1], hidden_sizes=())
+    with torch.no_grad():  # no hidden layer: Q = W @ one_hot(s) + b
+        net.mlp[-1].weight.copy_(q_values.T)
+        net.mlp[-1].bias.zero_()
+    return net
+
+
+# ---------------------------------------------------------------------------
+# Pure functions against hand-computed numbers
+
+
+def test_linear_schedule_decays_then_stays():
+    assert dqn.linear_schedule(1.0, 0.05, 1000, 0) == 1.0
+    assert dqn.linear_schedule(1.0, 0.05, 1000, 500) == pytest.approx(0.525)
+    assert dqn.linear_schedule(1.0, 0.05, 1000, 1000) == pytest.approx(0.05)
+    assert dqn.linear_schedule(1.0, 0.05, 1000, 5000) == pytest.approx(0.05)
+
+
+def test_td_target_terminal_stops_bootstrap_truncated_does_not():
+    target_net = q_table_network([[0.0, 0.0], [3.0, 5.0], [-1.0, -2.0]])
+    rewards = torch.tensor([1.0, 1.0, 2.0])
+    next_obs = torch.tensor([1, 1, 2])
+    # transition 0: a time-limit truncation, stored as terminated = 0 -> bootstraps
+    # transition 1: the same s' but terminated -> the target is the reward alone
+    # transition 2: not terminated, max over negative Q-values is -1
+    terminated = torch.tensor([0.0, 1.0, 0.0])
+    y = dqn.td_target(target_net, rewards, next_obs, terminated, gamma=0.9)
+    assert y.tolist() == pytest.approx([1.0 + 0.9 * 5.0, 1.0, 2.0 + 0.9 * -1.0])
+
+
+def test_td_loss_uses_the_taken_action_and_the_target_network():
+    online = q_table_network([[1.0, 2.0], [0.0, 0.0]])
+    target = q_table_network([[0.0, 0.0], [4.0, 3.0]])
+    batch = (torch.tensor([0, 0]), torch.tensor([1, 0]), torch.tensor([0.5, 0.0]),
+             torch.tensor([1, 1]), torch.tensor([0.0, 1.0]))
+    loss, q = dqn.td_loss(online, target, batch, gamma=0.5)
+    assert q.tolist() == [2.0, 1.0]  # Q(s=0, a=1), Q(s=0, a=0)
+    # targets: 0.5 + 0.5 * max(4, 3) = 2.5 and 0.0 (terminated); errors -0.5 and 1.0
+    errors = np.array([2.0 - 2.5, 1.0 - 0.0])
+    expected = {"mse": np.mean(errors ** 2),
+                "huber": np.mean(np.where(abs(errors) < 1, 0.5 * errors ** 2, abs(errors) - 0.5))}
+    assert loss.item() == pytest.approx(expected[dqn.DEFAULTS["loss"]])
+    loss.backward()
+    assert target.mlp[-1].weight.grad is None  # no gradient flows into the target
+
+
+def test_update_target_hard_copy_is_exact_and_polyak_mixes():
+    online, target = q_table_network([[1.0, 2.0]]), q_table_network([[3.0, -2.0]])
+    dqn.update_target(target, online, tau=0.25)
+    assert target.mlp[-1].weight.flatten().tolist() == pytest.approx([0.25 * 1 + 0.75 * 3,
+                                                                        0.25 * 2 + 0.75 * -2])
+    dqn.update_target(target, online, tau=1.0)
+    assert torch.equal(target.mlp[-1].weight, online.mlp[-1].weight)
+
+
+def test_select_action_is_greedy_at_epsilon_zero_and_batched():
+    net = q_table_network([[0.0, 1.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
+    rng = np.random.default_rng(0)
+    actions = dqn.select_action(net, np.array([0, 1, 2, 1]), 0.0, rng, torch.device("cpu"))
+    assert actions.tolist() == [1, 0, 2, 0]
+
+
+def test_select_action_explores_uniformly_at_epsilon_one():
+    net = q_table_network([[0.0, 1.0, 0.0]])
+    rng = np.random.default_rng(0)
+    actions = dqn.select_action(net, np.zeros(30_000, dtype=np.int64), 1.0, rng, torch.device("cpu"))
+    assert np.bincount(actions, minlength=3) / 30_000 == pytest.approx([1 / 3] * 3, abs=0.02)
+
+
+# ---------------------------------------------------------------------------
+# Network and replay buffer
+
+
+def test_qnetwork_sizes_come_from_the_spaces():
+    box = gym.spaces.Box(-1, 1, shape=(2, 3, 4), dtype=np.float32)  # any shape: flattened
+    net = dqn.QNetwork(box, 5, hidden_sizes=(8,))
+    assert net(torch.zeros(7, 2, 3, 4)).shape == (7, 5)
+    onehot = dqn.QNetwork(gym.spaces.Discrete(16), 4, hidden_sizes=(8,))
+    assert onehot(torch.tensor([0, 15])).shape == (2, 4)
+
+
+def test_buffer_wraps_without_losing_order():
+    space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
+    rb = dqn.ReplayBuffer(5, space, seed=0)
+    for start, k in [(0, 3), (3, 1), (4, 3)]:  # 7 transitions in batches of 3, 1, 3
+        i = np.arange(start, start + k)
+        rb.add(np.stack([i, i], 1), i, i * 10.0, np.stack([i + 1, i + 1], 1), i % 2)
+    assert rb.size == 5 and rb.pos == 2
+    # slots 0, 1 were overwritten by transitions 5, 6; slots 2-4 still hold 2-4
+    assert rb.actions.tolist() == [5, 6, 2, 3, 4]
+    assert rb.rewards.tolist() == [50.0, 60.0, 20.0, 30.0, 40.0]
+    assert rb.obs[:, 0].tolist() == [5, 6, 2, 3, 4]
+    assert (rb.next_obs[:, 0] == rb.obs[:, 0] + 1).all()
+    assert rb.terminated.tolist() == [1.0, 0.0, 0.0, 1.0, 0.0]
+
+
+def test_buffer_samples_uniformly_from_what_is_stored_only():
+    space = gym.spaces.Discrete(100)
+    rb = dqn.ReplayBuffer(100, space, seed=0)
+    rb.add(np.arange(10), np.arange(10), np.zeros(10), np.arange(10), np.zeros(10))
+    obs, actions, rewards, next_obs, terminated = rb.sample(50_000, torch.device("cpu"))
+    assert obs.dtype == torch.int64 and rewards.dtype == torch.float32
+    counts = np.bincount(actions.numpy(), minlength=100)
+    assert counts[10:].sum() == 0  # never an empty slot
+    assert counts[:10] / 50_000 == pytest.approx([0.1] * 10, abs=0.01)
+    assert torch.equal(obs, actions)  # the fields of one sample stay aligned
+
+
+# ---------------------------------------------------------------------------
+# Transitions collected by train(): alignment, truncation, autoreset
+
+
+@pytest.mark.parametrize("num_envs", [1, 3])
+def test_transitions_are_exact(tiny_args, num_envs):
+    results = dqn.train(tiny_args(num_envs=num_envs))
+    rb = results.replay_buffer
+    obs, next_obs = rb.obs[:rb.size], rb.next_obs[:rb.size]
+    ep_id, t, length = obs.T
+    next_id, next_t, next_length = next_obs.T
+    # s' follows s in the same episode: no transition from a final obs to a reset obs
+    # (the autoreset step of a vector env) was ever stored
+    assert (next_id == ep_id).all() and (next_t == t + 1).all()
+    # the reward and the action are the ones taken in s (reward = 10 * t + action)
+    assert (rb.rewards[:rb.size] == 10 * t + rb.actions[:rb.size]).all()
+    # terminated exactly when the episode really ended
+    assert (rb.terminated[:rb.size] == (next_t == next_length)).all()
+    # time-limit truncations: stored as not terminated, s' is the true final observation
+    truncated = (next_t == dqn_chain_max_steps()) & (next_length > next_t)
+    assert truncated.sum() > 5 and (rb.terminated[:rb.size][truncated] == 0).all()
+    assert rb.terminated[:rb.size].sum() > 5
+    # every env step was stored once: episode starts equal episodes
+    n_steps = rb.size
+    assert n_steps >= 300 and (t == 0).sum() >= len(results.episode_returns)
+
+
+def dqn_chain_max_steps():
+    from conftest import ChainEnv
+    return ChainEnv.MAX_STEPS
+
+
+def test_episode_returns_are_whole_episodes(tiny_args):
+    results = dqn.train(tiny_args(num_envs=2))
+    # a Chain episode of n steps earns sum(10 * t + a_t) for t < n; each return must
+    # therefore lie between the all-zero-action and all-two-action sums of some n <= 6
+    possible = [(sum(10 * t for t in range(n)), sum(10 * t + 2 for t in range(n))) for n in range(2, 7)]
+    for ret in results.episode_returns:
+        assert any(lo <= ret <= hi for lo, hi in possible), ret
+
+
+# ---------------------------------------------------------------------------
+# Reproducibility, outputs, learning
+
+
+def test_same_seed_same_run_different_seed_different_run(tmp_path):
+    def run(seed):
+        args = dqn.Args(env_id="CartPole-v1", seed=seed, total_timesteps=3_000, learning_starts=500,
+                        eval_episodes=2, output_dir=str(tmp_path), log_interval=100_000)
+        return dqn.train(args)
+
+    a, b, c = run(1), run(1), run(2)
+    assert a.episode_returns == b.episode_returns and a.eval_returns == b.eval_returns
+    for pa, pb in zip(a.q_network.parameters(), b.q_network.parameters()):
+        assert torch.equal(pa, pb)
+    assert a.episode_returns != c.episode_returns
+
+
+def test_run_writes_metrics_summary_and_model(tiny_args):
+    results = dqn.train(tiny_args(eval_episodes=3))
+    with open(os.path.join(results.output_dir, "metrics.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["return"]) for r in rows] == results.episode_returns
+    assert [int(r["step"]) for r in rows] == results.episode_steps
+    with open(os.path.join(results.output_dir, "summary.json")) as f:
+        assert json.load(f)["eval_returns"] == results.eval_returns
+    saved = torch.load(os.path.join(results.output_dir, "model.pt"))
+    assert saved["args"]["env_id"] == "tests/Chain-v0"
+    net = dqn.QNetwork(gym.spaces.Box(0, 1e6, shape=(3,)), 3, tuple(saved["args"]["hidden_sizes"]),
+                       saved["args"]["layer_norm"])
+    net.load_state_dict(saved["q_network"])
+    assert len(results.eval_returns) == 3
+
+
+def test_discrete_observations_are_one_hot(tmp_path):
+    args = dqn.Args(env_id="FrozenLake-v1", total_timesteps=500, learning_starts=100,
+                    eval_episodes=1, output_dir=str(tmp_path), log_interval=100_000)
+    results = dqn.train(args)
+    assert results.q_network.n_obs_values == 16
+
+
+def test_import_has_no_side_effects(tmp_path):
+    out = subprocess.run([sys.executable, "-c", "import dqn"], cwd=tmp_path, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": REPO})
+    assert out.returncode == 0 and out.stdout == "" and out.stderr == ""
+    assert os.listdir(tmp_path) == []
+
+
+def test_learns_cartpole(tmp_path):
+    """The default CartPole run: the greedy policy balances the pole for the whole episode."""
+    results = dqn.train(dqn.Args(env_id="CartPole-v1", seed=1, output_dir=str(tmp_path)))
+    assert np.mean(results.eval_returns) >= 475
+    assert np.mean(results.episode_returns[-20:]) >= 400
+
+
+# ---------------------------------------------------------------------------
+# Bad input: one line on stderr, exit code 2, no traceback
+
+
+def run_main(monkeypatch, capsys, *argv):
+    monkeypatch.setattr(sys, "argv", ["dqn.py", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        dqn.main()
+    err = capsys.readouterr().err
+    return exit_info.value.code, err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--env-id", "Pendulum-v1"], "Discrete action space"),
+    (["--env-id", "NoSuchEnv-v0"], "NoSuchEnv"),
+    (["--batch-size", "64", "--buffer-size", "32"], "--buffer-size"),
+    (["--total-timesteps", "1000", "--learning-starts", "5000"], "--learning-starts"),
+    (["--gamma", "1.5"], "--gamma"),
+    (["--env-id", "Blackjack-v1"], "unsupported observation space"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(monkeypatch, capsys, tmp_path, argv, words):
+    code, err = run_main(monkeypatch, capsys, *argv, "--output-dir", str(tmp_path))
+    assert code == 2
+    assert err.count("\n") == 1 and words in err and "Traceback" not in err
+    assert os.listdir(tmp_path) == []  # nothing written for a run that never started
+
+
+def test_unwritable_output_dir_fails_at_once(monkeypatch, capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, err = run_main(monkeypatch, capsys, "--output-dir", str(blocker / "runs"))
+    assert code == 2 and "output directory" in err and err.count("\n") == 1
+
+
+def test_missing_optional_package_says_what_to_install(monkeypatch, capsys, tmp_path):
+    import importlib.util
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorboard" else real_find_spec(name, *a))
+    code, err = run_main(monkeypatch, capsys, "--tensorboard", "--output-dir", str(tmp_path))
+    assert code == 2 and "pip install tensorboard" in err
+
+
+def test_cli_bad_input_has_no_traceback(tmp_path):
+    out = subprocess.run([sys.executable, os.path.join(REPO, "dqn.py"), "--env-id", "Pendulum-v1",
+                          "--output-dir", str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().startswith("error:") and out.stderr.count("\n") == 1
