@@ -173,7 +173,9 @@ def make_env(env_id: str, num_envs: int, seed: int) -> gym.vector.VectorEnv:
     reset step is not a transition; train() never stores it.
     """
     try:
-        envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
+        # CartPole has a numpy-vectorized implementation that gymnasium picks here; other
+        # envs run as copies stepped one after another (SyncVectorEnv).
+        envs = gym.make_vec(env_id, num_envs=num_envs)
     except gym.error.Error as e:  # unknown id, missing package (box2d, ale-py, ...)
         raise UsageError(f"cannot make env {env_id!r}: {e}") from None
     check_spaces(envs.single_observation_space, envs.single_action_space)

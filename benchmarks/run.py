@@ -136,6 +136,17 @@ def plot(results: list, envs: list, path: str) -> bool:
     return True
 
 
+def update_readme(section: str) -> None:
+    path = os.path.join(REPO, "README.md")
+    with open(path) as f:
+        text = f.read()
+    start, end = "<!-- results:start -->\n", "<!-- results:end -->"
+    head, rest = text.split(start)
+    _, tail = rest.split(end)
+    with open(path, "w") as f:
+        f.write(head + start + section + end + tail)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--envs", nargs="+", default=list(THRESHOLDS))
@@ -143,6 +154,8 @@ def main():
     parser.add_argument("--jobs", type=int, default=os.cpu_count(), help="runs at once")
     parser.add_argument("--quick", action="store_true", help="CartPole-v1, 2 seeds")
     parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results"))
+    parser.add_argument("--update-readme", action="store_true",
+                        help="replace the README's results section with this run's table")
     parser.add_argument("--dqn-args", nargs=argparse.REMAINDER, default=[],
                         help="extra flags for dqn.py, e.g. --dqn-args --total-timesteps 20000")
     opts = parser.parse_args()
@@ -176,6 +189,8 @@ def main():
     with open(os.path.join(opts.out, "results.json"), "w") as f:
         json.dump(results, f)
     plotted = plot(results, opts.envs, os.path.join(opts.out, "curves.png"))
+    if opts.update_readme:
+        update_readme(md + ("\n![learning curves](benchmarks/results/curves.png)\n" if plotted else ""))
     print("\n" + md)
     print(f"wrote {opts.out}/results.md" + (" and curves.png" if plotted else ""))
 

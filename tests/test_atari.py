@@ -1,0 +1,301 @@
+"""The spec of dqn_atari.py: each test names the behaviour it protects."""
+
+import collections
+import inspect
+import os
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import dqn
+import dqn_atari
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class SquareEnv(gym.Env):
+    """A tiny pixel env that only a working CNN pipeline can solve.
+
+    Each step draws a bright square on the left or the right of a 36x36 frame; the
+    observation is the stack of the last 4 frames, zero-padded at reset like the
+    Atari env's. Naming the square's side (action 0 left, 1 right) in the newest
+    frame pays 2 (so clipping shows), anything else 0; episodes last LENGTH steps.
+    """
+
+    SIZE, STACK, LENGTH = 36, 4, 8
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(0, 255, (self.STACK, self.SIZE, self.SIZE), np.uint8)
+        self.action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.frames = collections.deque([np.zeros((self.SIZE, self.SIZE), np.uint8)] * self.STACK,
+                                        maxlen=self.STACK)
+        self.t = 0
+        self._draw()
+        return np.stack(self.frames), {}
+
+    def step(self, action):
+        reward = 2.0 if int(action) == self.side else 0.0
+        self.t += 1
+        self._draw()
+        return np.stack(self.frames), reward, self.t >= self.LENGTH, False, {}
+
+    def _draw(self):
+        self.side = int(self.np_random.integers(2))
+        frame = np.zeros((self.SIZE, self.SIZE), np.uint8)
+        left = 4 if self.side == 0 else self.SIZE // 2 + 4
+        frame[12:24, left:left + 10] = 255
+        self.frames.append(frame)
+
+
+gym.register(id="tests/Square-v0", entry_point=SquareEnv)
+
+
+def atari_args(tmp_path, **overrides):
+    settings = dict(env_id="BreakoutNoFrameskip-v4", total_timesteps=700, learning_starts=600,
+                    buffer_size=5_000, start_e=1.0, end_e=1.0, eval_episodes=0,
+                    output_dir=str(tmp_path), log_interval=10**9, device="cpu")
+    return dqn_atari.Args(**{**settings, **overrides})
+
+
+# ---------------------------------------------------------------------------
+# The two files stay in step
+
+
+@pytest.mark.parametrize("name", ["linear_schedule", "select_action", "td_target", "td_loss",
+                                  "update_target"])
+def test_shared_functions_are_identical_to_dqn(name):
+    assert inspect.getsource(getattr(dqn_atari, name)) == inspect.getsource(getattr(dqn, name))
+
+
+# ---------------------------------------------------------------------------
+# Environment and preprocessing (real ROM)
+
+
+def test_preprocessed_observation_is_a_stack_of_84x84_uint8_frames():
+    envs = dqn_atari.make_env("BreakoutNoFrameskip-v4", 2, seed=0, args=dqn_atari.Args())
+    obs, info = envs.reset(seed=0)
+    assert envs.single_observation_space.shape == (4, 84, 84)
+    assert obs.shape == (2, 4, 84, 84) and obs.dtype == np.uint8
+    assert envs.single_action_space.n == 4 and (info["lives"] == 5).all()
+    envs.close()
+
+
+def test_stack_is_zero_padded_at_reset_and_shifts_one_frame_per_step():
+    envs = dqn_atari.make_env("BreakoutNoFrameskip-v4", 1, seed=0, args=dqn_atari.Args())
+    obs, _ = envs.reset(seed=0)
+    assert not obs[0, :3].any() and obs[0, 3].any()  # [0, 0, 0, first frame]
+    for action in [1, 2, 3, 0, 2]:
+        next_obs, *_ = envs.step(np.array([action]))
+        np.testing.assert_array_equal(next_obs[0, :3], obs[0, 1:])
+        assert next_obs[0, 3].any()
+        obs = next_obs
+    envs.close()
+
+
+def test_v5_and_noframeskip_ids_get_the_same_preprocessing():
+    """ALE/Breakout-v5's built-in frame skip 4 and sticky actions 0.25 must not stack on ours."""
+    rollouts = []
+    for env_id in ["BreakoutNoFrameskip-v4", "ALE/Breakout-v5"]:
+        envs = dqn_atari.make_env(env_id, 1, seed=0, args=dqn_atari.Args())
+        frames = [envs.reset(seed=3)[0]]
+        rng = np.random.default_rng(0)
+        frames += [envs.step(rng.integers(0, 4, size=1))[0] for _ in range(100)]
+        rollouts.append(np.stack(frames))
+        envs.close()
+    np.testing.assert_array_equal(rollouts[0], rollouts[1])
+
+
+def test_sticky_actions_are_off_by_default_and_on_by_flag():
+    def rollout(**overrides):
+        envs = dqn_atari.make_env("BreakoutNoFrameskip-v4", 1, seed=0, args=dqn_atari.Args(**overrides))
+        frames, rng = [envs.reset(seed=3)[0]], np.random.default_rng(0)
+        frames += [envs.step(rng.integers(0, 4, size=1))[0] for _ in range(100)]
+        envs.close()
+        return np.stack(frames)
+
+    np.testing.assert_array_equal(rollout(), rollout(repeat_action_probability=0.0))
+    assert not np.array_equal(rollout(), rollout(repeat_action_probability=0.25))
+
+
+@pytest.mark.parametrize("episodic_life", [True, False])
+def test_lost_life_is_terminal_for_learning_only_and_returns_are_whole_games(tmp_path, episodic_life):
+    """Smoke run on a real ROM, random play: a Breakout game has 5 lives."""
+    results = dqn_atari.train(atari_args(tmp_path, total_timesteps=900, learning_starts=800,
+                                         episodic_life=episodic_life, eval_episodes=1))
+    rb, games = results.replay_buffer, len(results.episode_returns)
+    assert games >= 2  # random Breakout games last ~200 steps
+    assert rb.size - rb.first[:rb.size].sum() == 900  # every env step but the resets is a transition
+    terminals = int(rb.terminated.sum())
+    if episodic_life:  # each finished game lost 5 lives, the unfinished one fewer
+        assert 5 * games <= terminals < 5 * (games + 1)
+    else:
+        assert terminals == games
+    assert all(r >= 0 for r in results.episode_returns) and len(results.eval_returns) == 1
+    assert results.losses == [] or all(np.isfinite(loss) for _, loss in results.losses)
+    assert os.path.exists(os.path.join(results.output_dir, "model.pt"))
+
+
+# ---------------------------------------------------------------------------
+# Replay buffer
+
+
+class StackReference:
+    """The slow obvious replay: every real transition as whole (stack, a, r, next_stack, term)."""
+
+    def __init__(self, num_envs, stack, frame_shape):
+        self.stacks = [None] * num_envs
+        self.stack, self.frame_shape = stack, frame_shape
+        self.transitions = {}  # reward (a unique id) -> (env, step, obs, action, next_obs, terminated)
+
+    def reset(self, env, frame):
+        self.stacks[env] = [np.zeros(self.frame_shape, np.uint8)] * (self.stack - 1) + [frame]
+
+    def step(self, env, step, action, reward, frame, terminated):
+        obs = np.stack(self.stacks[env])
+        self.stacks[env] = self.stacks[env][1:] + [frame]
+        self.transitions[float(reward)] = (env, step, obs, action, np.stack(self.stacks[env]), terminated)
+
+
+def drive_synthetic(rb, reference, num_envs, steps, rng):
+    """Feeds rb the way train() does, from frames that spell out (env, step): episodes of
+    random lengths ending in a termination or a truncation, NEXT_STEP autoresets."""
+    def frame(env, step):
+        return np.array([[env + 1, step % 250 + 1], [step // 250 % 250 + 1, 7]], np.uint8)
+
+    frames = np.stack([frame(e, 0) for e in range(num_envs)])
+    for e in range(num_envs):
+        reference.reset(e, frames[e])
+    rb.add(frames, np.zeros(num_envs), np.zeros(num_envs), np.zeros(num_envs), np.ones(num_envs, bool))
+    autoreset = np.zeros(num_envs, bool)
+    remaining = rng.integers(1, 12, size=num_envs)
+    next_id = 1
+    for step in range(1, steps):
+        frames = np.stack([frame(e, step) for e in range(num_envs)])
+        actions = rng.integers(0, 5, size=num_envs)
+        rewards = np.zeros(num_envs, np.float32)
+        terminated, truncated = np.zeros(num_envs, bool), np.zeros(num_envs, bool)
+        for e in range(num_envs):
+            if autoreset[e]:
+                reference.reset(e, frames[e])
+                remaining[e] = rng.integers(1, 12)
+                continue
+            rewards[e], next_id = next_id, next_id + 1
+            remaining[e] -= 1
+            if remaining[e] == 0:
+                terminated[e] = rng.random() < 0.5
+                truncated[e] = not terminated[e]
+            reference.step(e, step, actions[e], rewards[e], frames[e], terminated[e])
+        rb.add(frames, actions, rewards, terminated, first=autoreset)
+        autoreset = terminated | truncated
+
+
+@pytest.mark.parametrize("num_envs", [1, 3])
+def test_buffer_matches_reference_over_many_episodes_with_wraparound(num_envs):
+    rng = np.random.default_rng(num_envs)
+    space = gym.spaces.Box(0, 255, (4, 2, 2), np.uint8)
+    slots = 37  # per env: the ring wraps many times in 1000 steps
+    rb = dqn_atari.ReplayBuffer(slots * num_envs, space, num_envs, seed=0)
+    reference = StackReference(num_envs, 4, (2, 2))
+    steps = 1000
+    drive_synthetic(rb, reference, num_envs, steps, rng)
+
+    # The buffer holds each env's last `slots` steps (resets included); the `stack`
+    # oldest lack the frames of their first stack, so they are never sampled.
+    expected = {r for r, (_, step, *_) in reference.transitions.items() if step >= steps - slots + 4}
+    seen = set()
+    for _ in range(200):
+        obs, actions, rewards, next_obs, terminated = rb.sample(64, torch.device("cpu"))
+        for i, r in enumerate(rewards.tolist()):
+            _, _, ref_obs, ref_action, ref_next, ref_term = reference.transitions[r]
+            np.testing.assert_array_equal(obs[i].numpy(), ref_obs)
+            np.testing.assert_array_equal(next_obs[i].numpy(), ref_next)
+            assert actions[i].item() == ref_action and terminated[i].item() == ref_term
+            seen.add(r)
+    assert seen == expected
+
+
+def test_buffer_rebuilds_the_stacks_the_atari_env_gave_the_agent():
+    """Real frames, 2 envs, short truncated games and a small ring: every sampled
+    (obs, next_obs) pair is one the env really returned, on both sides of a reset."""
+    args = dqn_atari.Args(max_episode_frames=300)
+    envs = dqn_atari.make_env("BreakoutNoFrameskip-v4", 2, seed=0, args=args)
+    rb = dqn_atari.ReplayBuffer(2 * 150, envs.single_observation_space, 2, seed=0)
+    obs, _ = envs.reset(seed=0)
+    rb.add(obs[:, -1], np.zeros(2), np.zeros(2), np.zeros(2), np.ones(2, bool))
+    autoreset, real_pairs, rng = np.zeros(2, bool), set(), np.random.default_rng(0)
+    truncations = 0
+    for _ in range(400):
+        actions = rng.integers(0, 4, size=2)
+        next_obs, rewards, terminated, truncated, _ = envs.step(actions)
+        for e in np.flatnonzero(~autoreset):
+            real_pairs.add((obs[e].tobytes(), next_obs[e].tobytes(), int(actions[e])))
+        rb.add(next_obs[:, -1], actions, rewards, terminated, first=autoreset)
+        autoreset, obs = terminated | truncated, next_obs
+        truncations += truncated.sum()
+    envs.close()
+    assert truncations >= 2
+    for _ in range(20):
+        b_obs, b_actions, _, b_next, _ = rb.sample(32, torch.device("cpu"))
+        for i in range(32):
+            pair = (b_obs[i].numpy().tobytes(), b_next[i].numpy().tobytes(), b_actions[i].item())
+            assert pair in real_pairs
+
+
+def test_buffer_of_1m_transitions_allocates_about_7_1_gb():
+    space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    rb = dqn_atari.ReplayBuffer(1_000_000, space, 1, seed=0)  # np.zeros: pages are lazy
+    nbytes = sum(a.nbytes for a in (rb.frames, rb.actions, rb.rewards, rb.terminated, rb.first))
+    assert 7.0e9 < nbytes < 7.2e9
+
+
+# ---------------------------------------------------------------------------
+# Network and learning
+
+
+@pytest.mark.parametrize("size, flat", [(84, 3136), (36, 64)])
+def test_qnetwork_derives_its_flatten_size_from_the_frame_size(size, flat):
+    net = dqn_atari.QNetwork(gym.spaces.Box(0, 255, (4, size, size), np.uint8), 6)
+    assert net.head[0].in_features == flat
+    assert net(torch.zeros(5, 4, size, size, dtype=torch.uint8)).shape == (5, 6)
+
+
+def test_cnn_pipeline_learns_a_synthetic_pixel_env(tmp_path):
+    """Random play earns 8 per episode, the optimal policy 16."""
+    args = dqn_atari.Args(
+        env_id="tests/Square-v0", total_timesteps=2_500, learning_starts=300, buffer_size=5_000,
+        train_frequency=1, learning_rate=5e-4, target_network_frequency=200, gamma=0.5,
+        exploration_fraction=0.3, eval_episodes=20, save_model=False, output_dir=str(tmp_path),
+        log_interval=10**9, device="cpu", seed=0,
+    )
+    results = dqn_atari.train(args)
+    assert np.mean(results.eval_returns) >= 14.5
+    rb = results.replay_buffer
+    assert set(np.unique(rb.rewards[:rb.size])) <= {0.0, 1.0}  # learns from clipped rewards
+    assert max(results.episode_returns) > 8  # reports unclipped returns
+
+
+# ---------------------------------------------------------------------------
+# Command line
+
+
+@pytest.mark.parametrize("env_id, message", [("CartPole-v1", "not an Atari env"),
+                                             ("ALE/NotAGame-v5", "unknown env id")])
+def test_bad_env_id_is_a_one_line_error(tmp_path, env_id, message):
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "dqn_atari.py"), "--env-id", env_id,
+                           "--output-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and message in proc.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_import_has_no_side_effects(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", "import dqn_atari"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": REPO})
+    assert proc.returncode == 0 and proc.stdout == "" and os.listdir(tmp_path) == []
