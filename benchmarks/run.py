@@ -122,6 +122,7 @@ def plot(results: list, envs: list, path: str) -> bool:
                 trail = np.array([ret[max(0, i - WINDOW + 1):i + 1].mean() for i in range(len(ret))])
                 curves.append(np.interp(grid, r[key], trail, left=np.nan))
             curves = np.array(curves)
+            grid, curves = grid[~np.isnan(curves).all(0)], curves[:, ~np.isnan(curves).all(0)]
             mean = np.nanmean(curves, axis=0)
             ax.plot(grid, mean, label="dqn.py")
             ax.fill_between(grid, np.nanmin(curves, axis=0), np.nanmax(curves, axis=0), alpha=0.25)
