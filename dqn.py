@@ -75,15 +75,15 @@ class Args:
     hidden_sizes: tuple[int, ...] | None = None
     """widths of the MLP's hidden layers [preset]"""
     layer_norm: bool | None = None
-    """LayerNorm after each hidden Linear layer [preset]"""
+    """LayerNorm after each hidden Linear layer: keeps Q-learning stable when the target follows quickly [preset]"""
     small_last_layer: bool | None = None
-    """initialise the output layer near zero [preset]"""
+    """initialise the output layer near zero, so every Q-value starts near 0 [preset]"""
     loss: str | None = None
-    """huber or mse [preset]"""
+    """TD loss: "huber" (the Nature paper's error clipping) or "mse" [preset]"""
     double_q: bool | None = None
-    """Double DQN target [preset]"""
+    """Double DQN target: the online net picks a', the target net values it (less overestimation) [preset]"""
     max_grad_norm: float | None = None
-    """0 = off [preset]"""
+    """clip the gradient's global norm to this value; 0 turns clipping off [preset]"""
 
     # Exploration
     start_e: float = 1.0
