@@ -487,7 +487,7 @@ def train(args: Args) -> Results:
 
 
 # ----------------------------------------------------------------------------
-# Optional integrations, imported only when asked for
+# Output directory; optional integrations, imported only when asked for
 
 
 def make_run_dir(args: Args) -> str:

@@ -97,9 +97,9 @@ class Args:
     loss: str = "huber"
     """huber (the Nature paper's error clipping) or mse (CleanRL's dqn_atari.py)"""
     double_q: bool = False
-    """Double DQN target"""
+    """Double DQN target: the online net picks a', the target net values it (less overestimation)"""
     max_grad_norm: float = 0.0
-    """0 = off"""
+    """clip the gradient's global norm to this value; 0 turns clipping off"""
 
     # Exploration
     start_e: float = 1.0
@@ -542,7 +542,7 @@ def train(args: Args) -> Results:
 
 
 # ----------------------------------------------------------------------------
-# Optional integrations, imported only when asked for
+# Output directory; optional integrations, imported only when asked for
 
 
 def make_run_dir(args: Args) -> str:
