@@ -19,6 +19,7 @@ Sections, in reading order:
   td_loss           the Bellman / TD target and the loss
   update_target     hard copy or Polyak averaging
   evaluate          epsilon-greedy policy (0.05) on whole games, unclipped rewards
+  save_checkpoint   checkpoints written atomically, for Ctrl-C, SIGTERM and --resume
   train             the loop: act, store, learn; returns its results
 """
 
@@ -26,7 +27,10 @@ import csv
 import dataclasses
 import json
 import os
+import pickle
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -125,6 +129,14 @@ class Args:
     device: str = "auto"
     """torch device: auto is cuda when available, else cpu"""
 
+    # Checkpoints
+    checkpoint_every: int = 100_000
+    """env steps between two checkpoints (<run dir>/checkpoint.pt, replaced atomically); 0 turns them off. Ctrl-C and SIGTERM always write one"""
+    checkpoint_buffer: bool = False
+    """also save the replay buffer (and the envs, where they pickle), so that a resumed run gives exactly the uninterrupted run's results; without it, the buffer is refilled before learning goes on"""
+    resume: str | None = None
+    """continue the run saved in this checkpoint file (or run directory), with the args it was started with; other flags are ignored"""
+
 
 def resolve_args(args: Args) -> Args:
     """Resolve --device auto; check every value."""
@@ -157,6 +169,7 @@ def resolve_args(args: Args) -> Args:
         (0 <= args.eval_epsilon <= 1, "--eval-epsilon must be in [0, 1]"),
         (args.eval_episodes >= 0, "--eval-episodes must be non-negative"),
         (args.log_interval >= 1, "--log-interval must be at least 1"),
+        (args.checkpoint_every >= 0, "--checkpoint-every must be non-negative"),
     ]
     for ok, message in checks:
         if not ok:
@@ -398,6 +411,98 @@ def evaluate(q_network: nn.Module, args: Args, episodes: int, seed: int,
 
 
 # ----------------------------------------------------------------------------
+# Checkpoints: a run stopped by Ctrl-C, SIGTERM or a crash goes on with --resume
+
+
+def save_checkpoint(path: str, args: Args, modules: dict, loop: dict, envs, rb, exact: bool) -> None:
+    """Write what the run needs to go on to `path`, atomically: into a temporary file,
+    then renamed over `path`, so a kill during the write leaves the last checkpoint whole.
+
+    exact=True (--checkpoint-buffer) adds the replay buffer and the envs' state (where it
+    pickles: not for C++ simulators such as ALE or Box2D), so that a resumed run gives
+    exactly the results of an uninterrupted one.
+    """
+    state = {"args": dataclasses.asdict(args), "loop": loop, "torch_rng": torch.get_rng_state(),
+             "modules": {name: m.state_dict() for name, m in modules.items()},
+             "envs": None, "replay_buffer": None}
+    if exact:
+        state["envs"] = pickle_env(envs)
+        # numpy arrays as tensors: torch.save writes these without another copy in memory.
+        state["replay_buffer"] = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+                                  for k, v in vars(rb).items()}
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())  # on disk before the rename
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str) -> tuple[Args, dict]:
+    """Read a checkpoint file (or the one in a run directory): (its Args, everything else)."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "checkpoint.pt")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        args = Args(**{**state["args"], "resume": path})
+    except Exception as e:  # missing, truncated, or another program's file
+        raise UsageError(f"cannot resume from {path!r}: {str(e).splitlines()[0]}") from None
+    return args, state
+
+
+def restore_checkpoint(state: dict, modules: dict, envs, rb):
+    """Put a checkpoint's state into the run's objects; returns the envs, the saved ones
+    where the checkpoint holds them."""
+    for name, m in modules.items():
+        m.load_state_dict(state["modules"][name])
+    torch.set_rng_state(state["torch_rng"])
+    if state["replay_buffer"] is None:
+        return envs
+    for k, v in state["replay_buffer"].items():
+        if isinstance(v, torch.Tensor):
+            getattr(rb, k)[...] = v.numpy()  # into the preallocated array
+        else:
+            setattr(rb, k, v)
+    if state["envs"] is None:
+        return envs
+    envs.close()
+    return pickle.loads(state["envs"])
+
+
+def pickle_env(envs) -> bytes | None:
+    """The vector env's state as bytes (each copy's simulator, RNG and time limit), or None
+    where pickling cannot capture it: C++ simulators fail to pickle, and gymnasium's
+    EzPickle envs (Box2D, MuJoCo) pickle only their constructor arguments."""
+    if any(isinstance(e.unwrapped, gym.utils.EzPickle) for e in getattr(envs, "envs", [envs])):
+        return None
+    env_fns = getattr(envs, "env_fns", None)  # SyncVectorEnv keeps its env factories: closures
+    try:
+        if env_fns:
+            envs.env_fns = None
+        return pickle.dumps(envs)
+    except Exception:  # not picklable: the resumed run starts new episodes
+        return None
+    finally:
+        if env_fns:
+            envs.env_fns = env_fns
+
+
+def catch_stop_signals(stop: list) -> dict:
+    """Make SIGINT (Ctrl-C) and SIGTERM append to `stop` instead of ending the process, so
+    that train() can finish its step and write a checkpoint; a second Ctrl-C quits at once.
+    Returns the previous handlers, which train() puts back."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}  # only the main thread may set handlers
+
+    def handler(signum, frame):
+        if stop and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.append(signum)
+
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+# ----------------------------------------------------------------------------
 # Training
 
 
@@ -410,10 +515,18 @@ class Results:
     eval_returns: list  # returns of the final evaluation
     replay_buffer: "ReplayBuffer"
     output_dir: str
+    stopped_by: int = 0  # the signal (SIGINT, SIGTERM) that stopped training early, else 0
+
+
+class TrainingDiverged(Exception):
+    """The loss became NaN or infinite: reported as one line, exit code 1."""
 
 
 def train(args: Args) -> Results:
     start_time = time.time()
+    checkpoint = None
+    if args.resume:  # go on with the saved run: its args, its directory
+        args, checkpoint = load_checkpoint(args.resume)
     args = resolve_args(args)
     device = torch.device(args.device)
     memory_format = torch.contiguous_format
@@ -424,7 +537,8 @@ def train(args: Args) -> Results:
         torch.set_num_threads(1)
         memory_format = torch.channels_last
     envs = make_env(args.env_id, args.num_envs, args.seed, args)
-    run_dir = make_run_dir(args)
+    run_dir = os.path.dirname(args.resume) if checkpoint else make_run_dir(args)
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
     writer = make_tensorboard_writer(run_dir) if args.tensorboard else None
 
     # Seeding: torch for the network init, numpy generators for exploration and replay
@@ -438,90 +552,143 @@ def train(args: Args) -> Results:
     target_network.load_state_dict(q_network.state_dict())
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=device.type == "cpu")
     rb = ReplayBuffer(args.buffer_size, obs_space, args.num_envs, seed=args.seed + 1)
+    modules = {"q_network": q_network, "target_network": target_network, "optimizer": optimizer}
 
-    metrics_file = open(os.path.join(run_dir, "metrics.csv"), "w", newline="")
+    global_step, next_log, learning_starts = 0, args.log_interval, args.learning_starts
+    episode_returns, episode_steps, losses, recent_losses, last_loss = [], [], [], [], float("nan")
+    if checkpoint:
+        envs = restore_checkpoint(checkpoint, modules, envs, rb)
+        loop = checkpoint["loop"]
+        global_step, next_log, rng = loop["global_step"], loop["next_log"], loop["rng"]
+        episode_returns, episode_steps = loop["episode_returns"], loop["episode_steps"]
+        losses, recent_losses, last_loss = loop["losses"], loop["recent_losses"], loop["last_loss"]
+        start_time -= loop["time_s"]  # the metrics' clock goes on from the checkpoint
+        if checkpoint["replay_buffer"] is None:  # refill it before learning again
+            learning_starts = global_step + max(args.learning_starts, args.batch_size)
+    if checkpoint and checkpoint["envs"] is not None:  # the envs go on mid-episode
+        obs, autoreset, lives = loop["obs"], loop["autoreset"], loop["lives"]
+        running_return, running_length = loop["running_return"], loop["running_length"]
+    else:
+        running_return = np.zeros(args.num_envs)
+        running_length = np.zeros(args.num_envs, dtype=np.int64)
+        # True for an env whose previous step ended an episode: its next step is a reset.
+        autoreset = np.zeros(args.num_envs, dtype=bool)
+        obs, info = envs.reset(seed=args.seed + global_step)
+        lives = info.get("lives")  # None for envs without lives
+        zeros = np.zeros(args.num_envs)
+        rb.add(obs[:, -1], zeros, zeros, zeros, first=np.ones(args.num_envs, dtype=bool))
+
+    try:  # checked here, not after hours of training
+        metrics_file = open(os.path.join(run_dir, "metrics.csv"), "a" if checkpoint else "w", newline="")
+    except OSError as e:
+        raise UsageError(f"cannot write to {run_dir!r}: {e.strerror}") from None
     metrics = csv.writer(metrics_file)
-    metrics.writerow(["step", "time_s", "episode", "return", "length", "epsilon", "loss"])
+    if checkpoint:
+        metrics_file.truncate(loop["metrics_bytes"])  # drop rows written after the checkpoint
+    else:
+        metrics.writerow(["step", "time_s", "episode", "return", "length", "epsilon", "loss"])
 
-    episode_returns, episode_steps, losses, recent_losses = [], [], [], []
-    running_return = np.zeros(args.num_envs)
-    running_length = np.zeros(args.num_envs, dtype=np.int64)
-    # True for an env whose previous step ended an episode: its next step is a reset.
-    autoreset = np.zeros(args.num_envs, dtype=bool)
-    obs, info = envs.reset(seed=args.seed)
-    lives = info.get("lives")  # None for envs without lives
-    zeros = np.zeros(args.num_envs)
-    rb.add(obs[:, -1], zeros, zeros, zeros, first=np.ones(args.num_envs, dtype=bool))
-    global_step, next_log = 0, args.log_interval
-    train_start = time.time()
-    while global_step < args.total_timesteps:
-        epsilon = linear_schedule(args.start_e, args.end_e,
-                                  int(args.exploration_fraction * args.total_timesteps), global_step)
-        actions = select_action(q_network, obs, epsilon, rng, device)
-        next_obs, rewards, terminated, truncated, info = envs.step(actions)
+    def write_checkpoint():
+        metrics_file.flush()
+        loop = dict(global_step=global_step, next_log=next_log, rng=rng, episode_returns=episode_returns,
+                    episode_steps=episode_steps, losses=losses, recent_losses=recent_losses,
+                    last_loss=last_loss, obs=obs, autoreset=autoreset, lives=lives, running_return=running_return,
+                    running_length=running_length, time_s=time.time() - start_time,
+                    metrics_bytes=metrics_file.tell())
+        save_checkpoint(checkpoint_path, args, modules, loop, envs, rb, exact=args.checkpoint_buffer)
 
-        # Learn from a lost life as from a game over (the agent learns that dying ends
-        # its rewards), but play on: the game goes on and its return stays whole.
-        life_lost = np.zeros(args.num_envs, dtype=bool)
-        if lives is not None:
-            life_lost = args.episodic_life & ~autoreset & (info["lives"] < lives)
-            lives = info["lives"]
-        learn_rewards = np.sign(rewards) if args.clip_rewards else rewards
-        # Store each env's newest frame. On a reset step, obs is the last episode's final
-        # observation and next_obs the new episode's first, which no action connects: its
-        # frame starts an episode and is no transition. next_obs of a truncated step is
-        # the true final observation (NEXT_STEP autoreset).
-        real = ~autoreset
-        rb.add(next_obs[:, -1], actions, learn_rewards, terminated | life_lost, first=autoreset)
-        running_return[real] += rewards[real]
-        running_length[real] += 1
-        prev_step, global_step = global_step, global_step + int(real.sum())
+    stop = []  # Ctrl-C or SIGTERM: finish the step, write a checkpoint, stop
+    handlers = catch_stop_signals(stop)
+    train_start, first_step = time.time(), global_step
+    try:
+        while global_step < args.total_timesteps and not stop:
+            epsilon = linear_schedule(args.start_e, args.end_e,
+                                      int(args.exploration_fraction * args.total_timesteps), global_step)
+            actions = select_action(q_network, obs, epsilon, rng, device)
+            next_obs, rewards, terminated, truncated, info = envs.step(actions)
 
-        done = terminated | truncated
-        for i in np.flatnonzero(done):
-            episode_returns.append(float(running_return[i]))
-            episode_steps.append(global_step)
-            metrics.writerow([global_step, f"{time.time() - start_time:.3f}", len(episode_returns),
-                              running_return[i], running_length[i], f"{epsilon:.4f}",
-                              f"{recent_losses[-1]:.5f}" if recent_losses else ""])
-            if writer:
-                writer.add_scalar("charts/episodic_return", running_return[i], global_step)
-        running_return[done], running_length[done] = 0.0, 0
-        autoreset = done
-        obs = next_obs
+            # Learn from a lost life as from a game over (the agent learns that dying ends
+            # its rewards), but play on: the game goes on and its return stays whole.
+            life_lost = np.zeros(args.num_envs, dtype=bool)
+            if lives is not None:
+                life_lost = args.episodic_life & ~autoreset & (info["lives"] < lives)
+                lives = info["lives"]
+            learn_rewards = np.sign(rewards) if args.clip_rewards else rewards
+            # Store each env's newest frame. On a reset step, obs is the last episode's final
+            # observation and next_obs the new episode's first, which no action connects: its
+            # frame starts an episode and is no transition. next_obs of a truncated step is
+            # the true final observation (NEXT_STEP autoreset).
+            real = ~autoreset
+            rb.add(next_obs[:, -1], actions, learn_rewards, terminated | life_lost, first=autoreset)
+            running_return[real] += rewards[real]
+            running_length[real] += 1
+            prev_step, global_step = global_step, global_step + int(real.sum())
 
-        # Learn: `gradient_steps` updates each time global_step crosses a multiple of
-        # train_frequency (with several envs, one iteration may cross more than one).
-        if global_step > args.learning_starts:
-            rounds = global_step // args.train_frequency - prev_step // args.train_frequency
-            for _ in range(rounds * args.gradient_steps):
-                loss, q = td_loss(q_network, target_network,
-                                  rb.sample(args.batch_size, device), args.gamma, args.loss, args.double_q)
-                optimizer.zero_grad()
-                loss.backward()
-                if args.max_grad_norm:
-                    nn.utils.clip_grad_norm_(q_network.parameters(), args.max_grad_norm)
-                optimizer.step()
-                recent_losses.append(loss.item())
-            if global_step // args.target_network_frequency > prev_step // args.target_network_frequency:
-                update_target(target_network, q_network, args.tau)
+            done = terminated | truncated
+            for i in np.flatnonzero(done):
+                episode_returns.append(float(running_return[i]))
+                episode_steps.append(global_step)
+                metrics.writerow([global_step, f"{time.time() - start_time:.3f}", len(episode_returns),
+                                  running_return[i], running_length[i], f"{epsilon:.4f}",
+                                  f"{last_loss:.5f}"])
+                if writer:
+                    writer.add_scalar("charts/episodic_return", running_return[i], global_step)
+            running_return[done], running_length[done] = 0.0, 0
+            autoreset = done
+            obs = next_obs
 
-        if global_step >= next_log:
-            next_log += args.log_interval
-            sps = global_step / (time.time() - train_start)
-            mean_loss = float(np.mean(recent_losses)) if recent_losses else float("nan")
-            losses.append((global_step, mean_loss))
-            recent = np.mean(episode_returns[-20:]) if episode_returns else float("nan")
-            print(f"step {global_step:>8}  episodes {len(episode_returns):>5}  "
-                  f"return(last 20) {recent:8.1f}  epsilon {epsilon:.3f}  loss {mean_loss:.4f}  "
-                  f"{sps:6.0f} steps/s  ~{(args.total_timesteps - global_step) / sps:4.0f} s left",
-                  flush=True)
-            if writer:
-                writer.add_scalar("losses/td_loss", mean_loss, global_step)
-                writer.add_scalar("charts/epsilon", epsilon, global_step)
-            recent_losses = []
-    envs.close()
-    metrics_file.close()
+            # Learn: `gradient_steps` updates each time global_step crosses a multiple of
+            # train_frequency (with several envs, one iteration may cross more than one).
+            if global_step > learning_starts:
+                rounds = global_step // args.train_frequency - prev_step // args.train_frequency
+                for _ in range(rounds * args.gradient_steps):
+                    loss, q = td_loss(q_network, target_network,
+                                      rb.sample(args.batch_size, device), args.gamma, args.loss, args.double_q)
+                    last_loss = loss.item()
+                    recent_losses.append(last_loss)
+                    # Stop before the step writes NaN into the weights. A finite loss means
+                    # finite Q-values and targets in the batch.
+                    if not np.isfinite(last_loss):
+                        raise TrainingDiverged(
+                            f"the TD loss is {last_loss} at step {global_step}; training stopped"
+                            + (f", the last good checkpoint is {checkpoint_path}"
+                               if os.path.exists(checkpoint_path) else ", no checkpoint was written"))
+                    optimizer.zero_grad()
+                    loss.backward()
+                    if args.max_grad_norm:
+                        nn.utils.clip_grad_norm_(q_network.parameters(), args.max_grad_norm)
+                    optimizer.step()
+                if global_step // args.target_network_frequency > prev_step // args.target_network_frequency:
+                    update_target(target_network, q_network, args.tau)
+
+            if global_step >= next_log:
+                next_log += args.log_interval
+                sps = (global_step - first_step) / (time.time() - train_start)
+                mean_loss = float(np.mean(recent_losses)) if recent_losses else float("nan")
+                losses.append((global_step, mean_loss))
+                recent = np.mean(episode_returns[-20:]) if episode_returns else float("nan")
+                print(f"step {global_step:>8}  episodes {len(episode_returns):>5}  "
+                      f"return(last 20) {recent:8.1f}  epsilon {epsilon:.3f}  loss {mean_loss:.4f}  "
+                      f"{sps:6.0f} steps/s  ~{(args.total_timesteps - global_step) / sps:4.0f} s left",
+                      flush=True)
+                if writer:
+                    writer.add_scalar("losses/td_loss", mean_loss, global_step)
+                    writer.add_scalar("charts/epsilon", epsilon, global_step)
+                recent_losses = []
+
+            if args.checkpoint_every and global_step // args.checkpoint_every > prev_step // args.checkpoint_every:
+                write_checkpoint()
+        if stop:
+            write_checkpoint()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        envs.close()
+        metrics_file.close()
+    if stop:
+        print(f"stopped at step {global_step} by {signal.Signals(stop[0]).name}; checkpoint: {checkpoint_path}\n"
+              f"resume with: python {os.path.basename(__file__)} --resume {checkpoint_path}", flush=True)
+        return Results(q_network, episode_returns, episode_steps, losses, [], rb, run_dir, stop[0])
 
     eval_returns = evaluate(q_network, args, args.eval_episodes, args.seed + 10_000,
                             device, epsilon=args.eval_epsilon)
@@ -572,10 +739,18 @@ def make_tensorboard_writer(run_dir: str):
 
 def main() -> None:
     try:
-        train(tyro.cli(Args))
+        results = train(tyro.cli(Args))
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted: no checkpoint written", file=sys.stderr)
+        sys.exit(130)
+    if results.stopped_by:  # a checkpoint was written
+        sys.exit(128 + results.stopped_by)
 
 
 if __name__ == "__main__":

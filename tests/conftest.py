@@ -1,3 +1,4 @@
+import collections
 import os
 import sys
 
@@ -19,9 +20,10 @@ class ChainEnv(gym.Env):
 
     MAX_STEPS = 6
 
-    def __init__(self):
+    def __init__(self, nan_reward_after=None):
         self.observation_space = gym.spaces.Box(0, 1e6, shape=(3,), dtype=np.float32)
         self.action_space = gym.spaces.Discrete(3)
+        self.nan_reward_after, self.steps = nan_reward_after, 0  # steps over all episodes
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -33,6 +35,9 @@ class ChainEnv(gym.Env):
     def step(self, action):
         reward = 10.0 * self.t + int(action)
         self.t += 1
+        self.steps += 1
+        if self.nan_reward_after is not None and self.steps > self.nan_reward_after:
+            reward = float("nan")  # a broken env, for the divergence test
         return self._obs(), reward, self.t >= self.length, False, {}
 
     def _obs(self):
@@ -40,6 +45,48 @@ class ChainEnv(gym.Env):
 
 
 gym.register(id="tests/Chain-v0", entry_point=ChainEnv, max_episode_steps=ChainEnv.MAX_STEPS)
+gym.register(id="tests/ChainNaN-v0", entry_point=ChainEnv, max_episode_steps=ChainEnv.MAX_STEPS,
+             kwargs={"nan_reward_after": 250})
+
+
+class SquareEnv(gym.Env):
+    """A tiny pixel env that only a working CNN pipeline can solve.
+
+    Each step draws a bright square on the left or the right of a 36x36 frame; the
+    observation is the stack of the last 4 frames, zero-padded at reset like the
+    Atari env's. Naming the square's side (action 0 left, 1 right) in the newest
+    frame pays 2 (so clipping shows), anything else 0; episodes last LENGTH steps.
+    """
+
+    SIZE, STACK, LENGTH = 36, 4, 8
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(0, 255, (self.STACK, self.SIZE, self.SIZE), np.uint8)
+        self.action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.frames = collections.deque([np.zeros((self.SIZE, self.SIZE), np.uint8)] * self.STACK,
+                                        maxlen=self.STACK)
+        self.t = 0
+        self._draw()
+        return np.stack(self.frames), {}
+
+    def step(self, action):
+        reward = 2.0 if int(action) == self.side else 0.0
+        self.t += 1
+        self._draw()
+        return np.stack(self.frames), reward, self.t >= self.LENGTH, False, {}
+
+    def _draw(self):
+        self.side = int(self.np_random.integers(2))
+        frame = np.zeros((self.SIZE, self.SIZE), np.uint8)
+        left = 4 if self.side == 0 else self.SIZE // 2 + 4
+        frame[12:24, left:left + 10] = 255
+        self.frames.append(frame)
+
+
+gym.register(id="tests/Square-v0", entry_point=SquareEnv)
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """The spec of dqn_atari.py: each test names the behaviour it protects."""
 
-import collections
 import inspect
 import os
 import subprocess
@@ -17,46 +16,6 @@ import dqn_atari
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-class SquareEnv(gym.Env):
-    """A tiny pixel env that only a working CNN pipeline can solve.
-
-    Each step draws a bright square on the left or the right of a 36x36 frame; the
-    observation is the stack of the last 4 frames, zero-padded at reset like the
-    Atari env's. Naming the square's side (action 0 left, 1 right) in the newest
-    frame pays 2 (so clipping shows), anything else 0; episodes last LENGTH steps.
-    """
-
-    SIZE, STACK, LENGTH = 36, 4, 8
-
-    def __init__(self):
-        self.observation_space = gym.spaces.Box(0, 255, (self.STACK, self.SIZE, self.SIZE), np.uint8)
-        self.action_space = gym.spaces.Discrete(2)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.frames = collections.deque([np.zeros((self.SIZE, self.SIZE), np.uint8)] * self.STACK,
-                                        maxlen=self.STACK)
-        self.t = 0
-        self._draw()
-        return np.stack(self.frames), {}
-
-    def step(self, action):
-        reward = 2.0 if int(action) == self.side else 0.0
-        self.t += 1
-        self._draw()
-        return np.stack(self.frames), reward, self.t >= self.LENGTH, False, {}
-
-    def _draw(self):
-        self.side = int(self.np_random.integers(2))
-        frame = np.zeros((self.SIZE, self.SIZE), np.uint8)
-        left = 4 if self.side == 0 else self.SIZE // 2 + 4
-        frame[12:24, left:left + 10] = 255
-        self.frames.append(frame)
-
-
-gym.register(id="tests/Square-v0", entry_point=SquareEnv)
-
-
 def atari_args(tmp_path, **overrides):
     settings = dict(env_id="BreakoutNoFrameskip-v4", total_timesteps=700, learning_starts=600,
                     buffer_size=5_000, start_e=1.0, end_e=1.0, eval_episodes=0,
@@ -69,7 +28,8 @@ def atari_args(tmp_path, **overrides):
 
 
 @pytest.mark.parametrize("name", ["linear_schedule", "select_action", "td_target", "td_loss",
-                                  "update_target"])
+                                  "update_target", "save_checkpoint", "load_checkpoint",
+                                  "restore_checkpoint", "pickle_env", "catch_stop_signals", "main"])
 def test_shared_functions_are_identical_to_dqn(name):
     assert inspect.getsource(getattr(dqn_atari, name)) == inspect.getsource(getattr(dqn, name))
 

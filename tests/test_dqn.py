@@ -241,6 +241,8 @@ def run_main(monkeypatch, capsys, *argv):
     (["--total-timesteps", "1000", "--learning-starts", "5000"], "--learning-starts"),
     (["--gamma", "1.5"], "--gamma"),
     (["--env-id", "Blackjack-v1"], "unsupported observation space"),
+    (["--checkpoint-every", "-1"], "--checkpoint-every"),
+    (["--resume", "/nonexistent/checkpoint.pt"], "cannot resume"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(monkeypatch, capsys, tmp_path, argv, words):
     code, err = run_main(monkeypatch, capsys, *argv, "--output-dir", str(tmp_path))

@@ -1,0 +1,176 @@
+"""Checkpoints, resume and fail-fast, the same in dqn.py and dqn_atari.py: each test names
+the behaviour it protects, on tiny envs (tests/conftest.py) so that each runs in seconds."""
+
+import csv
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import dqn
+import dqn_atari
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny(module, tmp_path, **overrides):
+    """A run of a few hundred steps with several envs, on a toy env for each file."""
+    if module is dqn:
+        settings = dict(env_id="tests/Chain-v0", hidden_sizes=(16,), batch_size=16)
+    else:
+        settings = dict(env_id="tests/Square-v0", batch_size=8, train_frequency=2,
+                        target_network_frequency=50, device="cpu")
+    settings.update(total_timesteps=600, num_envs=3, learning_starts=100, buffer_size=1_000,
+                    eval_episodes=2, output_dir=str(tmp_path), log_interval=150,
+                    checkpoint_buffer=True)
+    return module.Args(**{**settings, **overrides})
+
+
+def interrupt_at_iteration(monkeypatch, module, n, sig=signal.SIGINT):
+    """Send this process `sig` during the n-th loop iteration, as a Ctrl-C would."""
+    real, calls = module.linear_schedule, [0]
+
+    def schedule(*args):
+        calls[0] += 1
+        if calls[0] == n:
+            os.kill(os.getpid(), sig)
+        return real(*args)
+
+    monkeypatch.setattr(module, "linear_schedule", schedule)
+
+
+def metrics_without_time(run_dir):
+    with open(os.path.join(run_dir, "metrics.csv")) as f:
+        return [row[:1] + row[2:] for row in csv.reader(f)]
+
+
+def assert_same_run(a, b):
+    assert a.episode_returns == b.episode_returns and a.episode_steps == b.episode_steps
+    np.testing.assert_array_equal(np.array(a.losses), np.array(b.losses))
+    assert a.eval_returns == b.eval_returns
+    for p, q in zip(a.q_network.state_dict().values(), b.q_network.state_dict().values()):
+        assert torch.equal(p, q)
+    assert metrics_without_time(a.output_dir) == metrics_without_time(b.output_dir)
+
+
+@pytest.mark.parametrize("module", [dqn, dqn_atari], ids=["dqn", "dqn_atari"])
+def test_interrupt_and_resume_equals_an_uninterrupted_run(module, tmp_path, monkeypatch):
+    whole = module.train(tiny(module, tmp_path / "whole"))
+
+    interrupt_at_iteration(monkeypatch, module, 90)  # mid-episode, after learning started
+    stopped = module.train(tiny(module, tmp_path / "parts"))
+    assert stopped.stopped_by == signal.SIGINT and stopped.eval_returns == []
+    path = os.path.join(stopped.output_dir, "checkpoint.pt")
+    _, state = module.load_checkpoint(path)
+    assert 100 < state["loop"]["global_step"] < 600 and state["envs"] is not None
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers put back
+
+    resumed = module.train(module.Args(resume=path))
+    assert resumed.output_dir == stopped.output_dir and resumed.stopped_by == 0
+    assert_same_run(resumed, whole)
+
+
+def test_resume_without_buffer_refills_it_before_learning(tmp_path, monkeypatch):
+    interrupt_at_iteration(monkeypatch, dqn, 80)
+    stopped = dqn.train(tiny(dqn, tmp_path, checkpoint_buffer=False))
+    path = os.path.join(stopped.output_dir, "checkpoint.pt")
+    _, state = dqn.load_checkpoint(path)
+    step, last_loss = state["loop"]["global_step"], state["loop"]["last_loss"]
+    assert state["replay_buffer"] is None and state["envs"] is None
+
+    resumed = dqn.train(dqn.Args(resume=path))
+    assert 600 - step <= resumed.replay_buffer.size <= 602 - step  # only what came after
+    rows = [(int(r[0]), r[-1]) for r in metrics_without_time(resumed.output_dir)[1:]]
+    refill = [loss for s, loss in rows if step < s <= step + 100]  # learning_starts = 100
+    assert refill and set(refill) == {f"{last_loss:.5f}"}  # no update while refilling
+    assert any(s > step + 100 and loss != f"{last_loss:.5f}" for s, loss in rows)  # then learns
+
+
+def test_checkpoint_survives_a_kill_during_the_next_write(tmp_path):
+    # A child process dies by SIGKILL halfway through writing its second checkpoint.
+    script = f"""
+import os, signal, sys
+sys.path[:0] = [{REPO!r}, {os.path.join(REPO, "tests")!r}]
+import conftest, torch, dqn
+real_save, saves = torch.save, []
+def save(obj, f, *args, **kwargs):
+    saves.append(obj)
+    if len(saves) == 2:
+        f.write(b"half a checkpoint")
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_save(obj, f, *args, **kwargs)
+torch.save = save
+dqn.train(dqn.Args(env_id="tests/Chain-v0", hidden_sizes=(16,), batch_size=16, total_timesteps=600,
+                   num_envs=3, learning_starts=100, buffer_size=1_000, eval_episodes=2,
+                   log_interval=150, checkpoint_buffer=True, checkpoint_every=200,
+                   output_dir={str(tmp_path / "killed")!r}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    (run_dir,) = [e.path for e in os.scandir(tmp_path / "killed")]
+    assert os.path.exists(os.path.join(run_dir, "checkpoint.pt.tmp"))  # the broken write
+    _, state = dqn.load_checkpoint(os.path.join(run_dir, "checkpoint.pt"))
+    assert 200 <= state["loop"]["global_step"] < 400  # the first checkpoint, whole
+
+    resumed = dqn.train(dqn.Args(resume=run_dir))  # a run directory works too
+    whole = dqn.train(tiny(dqn, tmp_path / "whole", checkpoint_every=200))
+    assert_same_run(resumed, whole)
+
+
+def test_nan_loss_stops_the_run_with_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    # Rewards turn NaN after 250 steps (a broken env); checkpoints every 100 steps.
+    monkeypatch.setattr(sys, "argv", ["dqn.py", "--env-id", "tests/ChainNaN-v0", "--hidden-sizes", "16",
+                                      "--total-timesteps", "2000", "--learning-starts", "100",
+                                      "--checkpoint-every", "100", "--output-dir", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_info:
+        dqn.main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and err.count("\n") == 1 and "Traceback" not in err
+    step = int(re.search(r"the TD loss is nan at step (\d+)", err).group(1))
+    assert step > 250
+    path = re.search(r"last good checkpoint is (\S+)", err).group(1)
+    _, state = dqn.load_checkpoint(path)
+    assert state["loop"]["global_step"] < step
+    assert all(torch.isfinite(v).all() for v in state["modules"]["q_network"].values())
+
+
+@pytest.mark.parametrize("script, env_id", [("dqn.py", "CartPole-v1"),
+                                            ("dqn_atari.py", "BreakoutNoFrameskip-v4")])
+def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tmp_path, script, env_id):
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, script), "--env-id", env_id,
+                             "--total-timesteps", "1000000", "--log-interval", "200",
+                             "--output-dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # wait until training runs
+        if line.startswith("step"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+    path = re.search(rf"resume with: python {script} --resume (\S+)", out).group(1)
+    module = dqn if script == "dqn.py" else dqn_atari
+    args, state = module.load_checkpoint(path)
+    assert args.env_id == env_id and state["loop"]["global_step"] >= 200
+
+
+def test_atari_resume_starts_new_games_where_the_env_cannot_be_saved(tmp_path, monkeypatch):
+    # ale-py's AtariVectorEnv runs in C++ and does not pickle.
+    args = dqn_atari.Args(env_id="BreakoutNoFrameskip-v4", total_timesteps=700, learning_starts=300,
+                          buffer_size=5_000, num_envs=2, eval_episodes=0, output_dir=str(tmp_path),
+                          log_interval=10**9, device="cpu", checkpoint_buffer=True)
+    interrupt_at_iteration(monkeypatch, dqn_atari, 200)
+    stopped = dqn_atari.train(args)
+    path = os.path.join(stopped.output_dir, "checkpoint.pt")
+    _, state = dqn_atari.load_checkpoint(path)
+    assert state["envs"] is None and state["replay_buffer"] is not None
+    resume_slot = state["replay_buffer"]["pos"]
+    resumed = dqn_atari.train(dqn_atari.Args(resume=path))
+    assert resumed.replay_buffer.first[resume_slot].all()  # the new games start in the buffer
+    assert resumed.episode_returns[:len(stopped.episode_returns)] == stopped.episode_returns
