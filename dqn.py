@@ -347,6 +347,7 @@ def evaluate(q_network: nn.Module, env_id: str, episodes: int, seed: int,
              device: torch.device, epsilon: float = 0.0, video_dir: str | None = None):
     """Returns of `episodes` whole episodes of the (epsilon-)greedy policy on a fresh env."""
     if video_dir:
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen, no display needed
         env = gym.wrappers.RecordVideo(gym.make(env_id, render_mode="rgb_array"), video_dir,
                                        episode_trigger=lambda _: True, disable_logger=True)
     else:

@@ -208,6 +208,15 @@ def test_discrete_observations_are_one_hot(tmp_path):
     assert results.q_network.n_obs_values == 16
 
 
+def test_capture_video_records_each_evaluation_episode(tmp_path):
+    pytest.importorskip("moviepy", reason="--capture-video needs moviepy (optional; .ci/run installs it)")
+    args = dqn.Args(env_id="CartPole-v1", total_timesteps=300, num_envs=1, learning_starts=100,
+                    eval_episodes=2, capture_video=True, output_dir=str(tmp_path), log_interval=10**6)
+    video_dir = os.path.join(dqn.train(args).output_dir, "videos")
+    videos = sorted(f for f in os.listdir(video_dir) if f.endswith(".mp4"))
+    assert len(videos) == 2 and all(os.path.getsize(os.path.join(video_dir, f)) > 1000 for f in videos)
+
+
 def test_import_has_no_side_effects(tmp_path):
     out = subprocess.run([sys.executable, "-c", "import dqn"], cwd=tmp_path, capture_output=True,
                          text=True, env={**os.environ, "PYTHONPATH": REPO})
