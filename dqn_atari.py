@@ -312,13 +312,17 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int, device: torch.device):
         slot, env = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-        while len(slot) < batch_size:  # rejection sampling: a few % of slots are not transitions
+        for _ in range(1000):  # rejection sampling: a few % of slots are not transitions
             s = self.rng.integers(0, self.size, size=batch_size)
             e = self.rng.integers(0, self.first.shape[1], size=batch_size)
             # Slot s holds a transition whose stacks (slots s-stack .. s) are all stored:
             # once the ring is full, the `stack` oldest slots lack their history.
             ok = ~self.first[s, e] & ((s - self.pos) % self.slots >= self.stack)
             slot, env = np.concatenate([slot, s[ok]]), np.concatenate([env, e[ok]])
+            if len(slot) >= batch_size:
+                break
+        else:
+            raise ValueError("the replay buffer holds (almost) no complete transitions yet")
         slot, env = slot[:batch_size], env[:batch_size]
 
         window = (slot[:, None] + np.arange(-self.stack, 1)) % self.slots  # (batch, stack + 1)
