@@ -45,6 +45,10 @@ import tyro
 # Args
 
 
+# A switch whose default comes from the env's preset: --flag, --no-flag, or neither (None).
+PresetBool = tyro.conf.DisallowNone[bool | None]
+
+
 @dataclass
 class Args:
     # Environment
@@ -78,13 +82,13 @@ class Args:
     """target update rate: 1.0 copies the online net, < 1 is Polyak averaging [preset]"""
     hidden_sizes: tuple[int, ...] | None = None
     """widths of the MLP's hidden layers [preset]"""
-    layer_norm: bool | None = None
+    layer_norm: PresetBool = None
     """LayerNorm after each hidden Linear layer: keeps Q-learning stable when the target follows quickly [preset]"""
-    small_last_layer: bool | None = None
+    small_last_layer: PresetBool = None
     """initialise the output layer near zero, so every Q-value starts near 0 [preset]"""
     loss: str | None = None
     """TD loss: "huber" (the Nature paper's error clipping) or "mse" [preset]"""
-    double_q: bool | None = None
+    double_q: PresetBool = None
     """Double DQN target: the online net picks a', the target net values it (less overestimation) [preset]"""
     max_grad_norm: float | None = None
     """clip the gradient's global norm to this value; 0 turns clipping off [preset]"""

@@ -10,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import tyro
 
 import dqn
 
@@ -274,6 +275,14 @@ def test_missing_optional_package_says_what_to_install(monkeypatch, capsys, tmp_
                         lambda name, *a: None if name == "tensorboard" else real_find_spec(name, *a))
     code, err = run_main(monkeypatch, capsys, "--tensorboard", "--output-dir", str(tmp_path))
     assert code == 2 and "pip install tensorboard" in err
+
+
+def test_preset_switches_are_flags_that_override_the_preset():
+    parse = lambda *argv: dqn.resolve_args(tyro.cli(dqn.Args, args=["--env-id", "CartPole-v1", *argv]))
+    assert parse().layer_norm is True  # CartPole's preset
+    assert parse("--no-layer-norm").layer_norm is False
+    assert parse("--double-q").double_q is True and parse("--no-double-q").double_q is False
+    assert dqn.resolve_args(tyro.cli(dqn.Args, args=["--env-id", "Acrobot-v1", "--small-last-layer"])).small_last_layer
 
 
 def test_cli_bad_input_has_no_traceback(tmp_path):
