@@ -1,5 +1,6 @@
 """The spec of dqn.py: each test names the behaviour it protects."""
 
+import collections
 import csv
 import json
 import os
@@ -153,6 +154,58 @@ def test_transitions_are_exact(tiny_args, num_envs):
     # every env step was stored once: episode starts equal episodes
     n_steps = rb.size
     assert n_steps >= 300 and (t == 0).sum() >= len(results.episode_returns)
+
+
+def test_n_step_transitions_sum_discounted_rewards_and_stop_at_the_episode_end():
+    """One env, n = 3, gamma = 0.5; rewards 1, 2, 4, 8 on the steps out of o0 .. o3."""
+    n, gamma = 3, 0.5
+
+    def run(last_terminated, last_truncated):
+        windows, stored = [collections.deque()], []
+        for t, r in enumerate([1.0, 2.0, 4.0, 8.0]):
+            end = t == 3
+            out = dqn.n_step_transitions(
+                windows, np.array([True]), np.array([[t]]), np.array([t]), np.array([r]),
+                np.array([[t + 1]]), np.array([end and last_terminated]), np.array([end and last_truncated]),
+                n, gamma)
+            stored += [(int(o[0]), int(a), float(ret), int(o2[0]), bool(term)) for o, a, ret, o2, term in zip(*out)]
+        return stored
+
+    # (s_t, a_t, r_t + 0.5 r_t+1 + 0.25 r_t+2, s_t+3, terminated); at the end, the last
+    # steps are stored with the rewards up to it and nothing to bootstrap
+    assert run(True, False) == [(0, 0, 3.0, 3, False), (1, 1, 6.0, 4, True), (2, 2, 8.0, 4, True),
+                                (3, 3, 8.0, 4, True)]
+    # truncated: the full 3-step transition reaching the final obs bootstraps from it;
+    # the shorter ones after it are dropped
+    assert run(False, True) == [(0, 0, 3.0, 3, False), (1, 1, 6.0, 4, False)]
+    # a reset step (real False) is no transition and leaves the window alone
+    windows = [collections.deque([("o", 0, 1.0)])]
+    out = dqn.n_step_transitions(windows, np.array([False]), np.zeros((1, 1)), np.zeros(1, int), np.zeros(1),
+                                 np.zeros((1, 1)), np.zeros(1, bool), np.zeros(1, bool), n, gamma)
+    assert len(out[0]) == 0 and len(windows[0]) == 1
+
+
+def test_n_step_transitions_collected_by_train_are_exact(tiny_args):
+    n = 3
+    rb = dqn.train(tiny_args(num_envs=3, n_step=n, gamma=1.0)).replay_buffer
+    (ep_id, t, length), (next_id, next_t, next_length) = rb.obs[:rb.size].T, rb.next_obs[:rb.size].T
+    terminated, rewards = rb.terminated[:rb.size].astype(bool), rb.rewards[:rb.size]
+    assert (next_id == ep_id).all()  # never across episodes (nor the autoreset step)
+    steps = next_t - t
+    assert (steps[~terminated] == n).all()  # bootstrapped from n steps later ...
+    assert ((steps[terminated] >= 1) & (steps[terminated] <= n) & (next_t == length)[terminated]).all()
+    # ... with the rewards of the steps in between (10 * t + action, action in 0..2)
+    base = np.array([sum(10 * (t0 + k) for k in range(int(m))) for t0, m in zip(t, steps)])
+    assert ((rewards >= base) & (rewards <= base + 2 * steps)).all()
+    # episodes that terminated stored a transition from each of their states; truncated
+    # ones (at 6 steps) from states 0..2 only, the last reaching the true final obs
+    max_steps = dqn_chain_max_steps()
+    for episode in np.unique(ep_id):
+        mine = ep_id == episode
+        if terminated[mine].any():
+            assert sorted(t[mine]) == list(range(int(length[mine][0])))
+        elif (next_t[mine] == max_steps).any():
+            assert sorted(t[mine]) == list(range(max_steps - n + 1)) and (length[mine] > max_steps).all()
 
 
 def dqn_chain_max_steps():
