@@ -94,12 +94,12 @@ def update_ms(configs, updates):
     return {c: 1000 * float(np.median(t)) for c, t in times.items()}
 
 
-def training_steps_per_s(learning_starts, train_steps, out):
+def training_steps_per_s(learning_starts, train_steps, out, threads=0):
     """Steps/s between the first and last game that ended after learning started."""
     args = dqn_atari.Args(
         env_id=ENV_ID, total_timesteps=learning_starts + train_steps, learning_starts=learning_starts,
         buffer_size=1_000_000, start_e=0.92, end_e=0.92, eval_episodes=0, save_model=False,
-        output_dir=out, log_interval=10**9, device="cpu",
+        output_dir=out, log_interval=10**9, device="cpu", torch_threads=threads,
     )
     results = dqn_atari.train(args)
     with open(os.path.join(results.output_dir, "metrics.csv")) as f:
@@ -153,15 +153,18 @@ def main():
     rows += [(f"update ms, batch 32: {t} thread{'s' if t > 1 else ''}, "
               f"{'channels_last' if cl else 'contiguous'}", f"{ms:.1f}") for (t, cl), ms in times.items()]
 
-    ours, theirs, theirs_1 = [], [], []
+    ours, ours_1, theirs, theirs_1 = [], [], [], []
     for _ in range(rounds if opts.cleanrl else 1):  # alternating, so that load hits both alike
         with tempfile.TemporaryDirectory() as out:
             ours.append(training_steps_per_s(1_000, train_steps, out))
+        with tempfile.TemporaryDirectory() as out:
+            ours_1.append(training_steps_per_s(1_000, train_steps, out, threads=1))
         if opts.cleanrl:
             theirs.append(cleanrl_steps_per_s(*opts.cleanrl, 1_000, train_steps))
             theirs_1.append(cleanrl_steps_per_s(*opts.cleanrl, 1_000, train_steps, threads=1))
     sps = np.median(ours)
     rows.append(("training steps/s (batch 32, train every 4): dqn_atari.py", f"{sps:.1f}"))
+    rows.append(("training steps/s: dqn_atari.py --torch-threads 1", f"{np.median(ours_1):.1f}"))
     if opts.cleanrl:
         best = max(np.median(theirs), np.median(theirs_1))
         rows.append(("training steps/s: CleanRL, default torch threads", f"{np.median(theirs):.1f}"))
