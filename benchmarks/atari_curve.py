@@ -32,13 +32,14 @@ def main():
     parser.add_argument("--total-timesteps", type=int, default=50_000)
     parser.add_argument("--learning-starts", type=int, default=10_000)
     parser.add_argument("--exploration-fraction", type=float, default=0.4)
+    parser.add_argument("--torch-threads", type=int, default=0, help="0: every core")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results"))
     opts = parser.parse_args()
 
     flags = ["--env-id", opts.env_id, "--seed", str(opts.seed), "--total-timesteps", str(opts.total_timesteps),
              "--learning-starts", str(opts.learning_starts),
-             "--exploration-fraction", str(opts.exploration_fraction),
+             "--exploration-fraction", str(opts.exploration_fraction), "--torch-threads", str(opts.torch_threads),
              "--buffer-size", str(min(1_000_000, opts.total_timesteps)), "--eval-episodes", "10",
              "--output-dir", os.path.join(opts.out, "runs", "atari"), "--no-save-model"]
     command = ["python", "dqn_atari.py", *flags]
@@ -64,7 +65,7 @@ def main():
     first = returns[:window].mean()
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
     md = (f"Produced by `python benchmarks/atari_curve.py --env-id {opts.env_id} --total-timesteps "
-          f"{opts.total_timesteps} --learning-starts {opts.learning_starts}` on {time.strftime('%Y-%m-%d')} "
+          f"{opts.total_timesteps} --learning-starts {opts.learning_starts} --torch-threads {opts.torch_threads}` on {time.strftime('%Y-%m-%d')} "
           f"({machine}), which ran `{' '.join(command)}`.\n\n"
           f"| budget (env steps) | games | mean return, first {window} games | last {window} games | "
           f"evaluation (epsilon 0.05, {len(eval_returns)} games) | wall time |\n|---|---|---|---|---|---|\n"
