@@ -52,9 +52,18 @@ def sb3_version(python: str) -> str | None:
     return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
-def run_one(impl: str, env_id: str, seed: int, out: str, python: str, extra: list) -> dict:
-    """Runs one training in a child process; returns its launch time, exit code and peak memory."""
+def run_one(impl: str, env_id: str, seed: int, out: str, python: str, extra: list, reuse=False) -> dict:
+    """Runs one training in a child process; returns its launch time, exit code and peak memory.
+    With reuse, a run already finished in `out` is read back instead of run again."""
     run_root = os.path.join(out, "runs", impl, env_id, f"seed{seed}")
+    if reuse and os.path.exists(os.path.join(run_root, "summary.json")):
+        if os.path.exists(os.path.join(run_root, "run.json")):
+            with open(os.path.join(run_root, "run.json")) as f:
+                return json.load(f)
+        with open(os.path.join(run_root, "summary.json")) as f:  # from before run.json existed:
+            summary = json.load(f)  # no peak memory, wall time up to the last env step
+        return {"impl": impl, "env_id": env_id, "seed": seed, "run_dir": run_root,
+                "launched": summary["launched"], "wall_s": summary["last_step_s"], "peak_rss_mb": None}
     os.makedirs(run_root, exist_ok=True)
     log = open(os.path.join(run_root, "stdout.txt"), "w")
     launched = time.time()
@@ -68,9 +77,12 @@ def run_one(impl: str, env_id: str, seed: int, out: str, python: str, extra: lis
     log.close()
     if proc.returncode != 0:
         raise RuntimeError(f"{IMPLS[impl]} {env_id} seed {seed} failed: see {log.name}")
-    return {"impl": impl, "env_id": env_id, "seed": seed, "run_dir": run_root, "launched": launched,
-            "wall_s": ended - launched,
-            "peak_rss_mb": usage.ru_maxrss / 1024}  # ru_maxrss is in KiB on Linux
+    run = {"impl": impl, "env_id": env_id, "seed": seed, "run_dir": run_root, "launched": launched,
+           "wall_s": ended - launched,
+           "peak_rss_mb": usage.ru_maxrss / 1024}  # ru_maxrss is in KiB on Linux
+    with open(os.path.join(run_root, "run.json"), "w") as f:
+        json.dump(run, f)
+    return run
 
 
 def trailing_mean(returns: np.ndarray) -> np.ndarray:
@@ -227,6 +239,8 @@ def main():
                              "(default: this one)")
     parser.add_argument("--update-readme", action="store_true",
                         help="replace the README's results section with this run's table")
+    parser.add_argument("--reuse", action="store_true",
+                        help="read back the runs already finished in --out instead of running them again")
     parser.add_argument("--dqn-args", nargs=argparse.REMAINDER, default=[],
                         help="extra flags for dqn.py, e.g. --dqn-args --total-timesteps 20000")
     opts = parser.parse_args()
@@ -250,7 +264,8 @@ def main():
     jobs = [(impl, env_id, seed) for env_id in envs for seed in range(1, seeds + 1) for impl in impls]
     print(f"{len(jobs)} runs, {opts.jobs} at a time, outputs in {opts.out}")
     with ThreadPoolExecutor(opts.jobs) as pool:
-        runs = list(pool.map(lambda job: run_one(*job, opts.out, pythons[job[0]], extra[job[0]]), jobs))
+        runs = list(pool.map(lambda job: run_one(*job, opts.out, pythons[job[0]], extra[job[0]], opts.reuse),
+                             jobs))
     results = [analyse(r) for r in runs]
     rnd = lambda x: x if x is None else round(x, 1)  # noqa: E731
     for r in results:
