@@ -155,15 +155,18 @@ ENV_PRESETS = {
                        learning_rate=1e-3, batch_size=128, buffer_size=50_000, learning_starts=1_000,
                        target_network_frequency=4, tau=0.02, double_q=True, layer_norm=True,
                        hidden_sizes=(128, 128), end_e=0.05, exploration_fraction=0.12),
-    # rl-zoo's settings at width 128 with 4 envs. Epsilon-greedy rarely reaches the flag in
-    # 200 steps: most seeds never see a reward other than -1 (README results).
-    "MountainCar-v0": dict(total_timesteps=120_000, num_envs=4, train_frequency=16, gradient_steps=8,
+    # rl-zoo's settings (1 env, 256x256, gradient norm clipped at 10) plus 3-step returns.
+    # Measured on seeds 1-5 while tuning: the training return reached -120 to -131 on every
+    # seed (1-step: 3 of 5); at width 128 with 4 envs, 1-step, no greedy policy reached the flag.
+    "MountainCar-v0": dict(total_timesteps=120_000, num_envs=1, train_frequency=16, gradient_steps=8,
                            learning_rate=4e-3, batch_size=128, buffer_size=10_000, learning_starts=1_000,
-                           gamma=0.98, target_network_frequency=600, end_e=0.07,
-                           exploration_fraction=0.2, hidden_sizes=(128, 128)),
+                           gamma=0.98, target_network_frequency=600, end_e=0.07, n_step=3,
+                           exploration_fraction=0.2, hidden_sizes=(256, 256), max_grad_norm=10.0),
+    # 3-step returns measured on the three seeds (3, 4, 5) whose greedy policy hovered
+    # with 1-step ones: greedy eval 155, 164, 233 instead of 50, 106, 69.
     "LunarLander-v3": dict(total_timesteps=150_000, num_envs=4, train_frequency=16, gradient_steps=8,
                            learning_rate=6.3e-4, batch_size=128, buffer_size=100_000, learning_starts=1_000,
-                           target_network_frequency=4, tau=0.02, double_q=True,
+                           target_network_frequency=4, tau=0.02, double_q=True, n_step=3,
                            hidden_sizes=(128, 128), end_e=0.05, exploration_fraction=0.12),
 }
 
