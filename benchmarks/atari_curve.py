@@ -1,6 +1,6 @@
 """A short-budget Atari learning curve for dqn_atari.py on this machine.
 
-    python benchmarks/atari_curve.py                      # Breakout, 50k env steps (~10 min on 2 CPU cores)
+    python benchmarks/atari_curve.py                      # Breakout, 100k env steps (~16 min on 2 CPU cores)
     python benchmarks/atari_curve.py --total-timesteps 10000000 --learning-starts 80000   # the full run
 
 Trains `python dqn_atari.py` with the given budget (the other settings are dqn_atari.py's
@@ -29,18 +29,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env-id", default="BreakoutNoFrameskip-v4")
-    parser.add_argument("--total-timesteps", type=int, default=50_000)
+    parser.add_argument("--total-timesteps", type=int, default=100_000)
     parser.add_argument("--learning-starts", type=int, default=10_000)
     parser.add_argument("--exploration-fraction", type=float, default=0.4)
     parser.add_argument("--torch-threads", type=int, default=0, help="0: every core")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--eval-episodes", type=int, default=10, help="games of the final evaluation")
     parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results"))
     opts = parser.parse_args()
 
     flags = ["--env-id", opts.env_id, "--seed", str(opts.seed), "--total-timesteps", str(opts.total_timesteps),
              "--learning-starts", str(opts.learning_starts),
              "--exploration-fraction", str(opts.exploration_fraction), "--torch-threads", str(opts.torch_threads),
-             "--buffer-size", str(min(1_000_000, opts.total_timesteps)), "--eval-episodes", "10",
+             "--buffer-size", str(min(1_000_000, opts.total_timesteps)), "--eval-episodes", str(opts.eval_episodes),
              "--output-dir", os.path.join(opts.out, "runs", "atari"), "--no-save-model"]
     command = ["python", "dqn_atari.py", *flags]
     print(" ".join(command), flush=True)

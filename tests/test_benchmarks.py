@@ -80,3 +80,17 @@ def test_quick_benchmark_end_to_end(tmp_path):
         assert summary["first_step_s"] > 0  # seconds since the process was launched
     assert os.path.exists(out / "results.json")
     assert os.path.exists(out / "curves.png") == (importlib.util.find_spec("matplotlib") is not None)
+
+
+def test_atari_curve_writes_table_and_plot(tmp_path):
+    """benchmarks/atari_curve.py end to end on a tiny budget: table and plot from the run's metrics."""
+    out = tmp_path / "results"
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "atari_curve.py"),
+                           "--total-timesteps", "1500", "--learning-starts", "500", "--eval-episodes", "1",
+                           "--torch-threads", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    md = (out / "atari_breakout.md").read_text()
+    assert "| 1,500 |" in md and "--total-timesteps 1500" in md
+    if importlib.util.find_spec("matplotlib"):
+        assert (out / "atari_breakout.png").stat().st_size > 0
