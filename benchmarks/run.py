@@ -56,14 +56,9 @@ def run_one(impl: str, env_id: str, seed: int, out: str, python: str, extra: lis
     """Runs one training in a child process; returns its launch time, exit code and peak memory.
     With reuse, a run already finished in `out` is read back instead of run again."""
     run_root = os.path.join(out, "runs", impl, env_id, f"seed{seed}")
-    if reuse and os.path.exists(os.path.join(run_root, "summary.json")):
-        if os.path.exists(os.path.join(run_root, "run.json")):
-            with open(os.path.join(run_root, "run.json")) as f:
-                return json.load(f)
-        with open(os.path.join(run_root, "summary.json")) as f:  # from before run.json existed:
-            summary = json.load(f)  # no peak memory, wall time up to the last env step
-        return {"impl": impl, "env_id": env_id, "seed": seed, "run_dir": run_root,
-                "launched": summary["launched"], "wall_s": summary["last_step_s"], "peak_rss_mb": None}
+    if reuse and os.path.exists(os.path.join(run_root, "run.json")):  # written when the run finished
+        with open(os.path.join(run_root, "run.json")) as f:
+            return json.load(f)
     os.makedirs(run_root, exist_ok=True)
     log = open(os.path.join(run_root, "stdout.txt"), "w")
     launched = time.time()
