@@ -2,31 +2,38 @@
 
 DQN (Mnih et al. 2015, "Human-level control through deep reinforcement learning")
 learns Q(s, a), the expected discounted return of taking action a in state s, by
-regressing it towards the Bellman target r + gamma * max_a' Q_target(s', a'),
-on transitions replayed uniformly from a buffer of past experience.
+regressing it towards the Bellman target r + gamma * max_a' Q_target(s', a'), on
+transitions replayed uniformly from a buffer of past experience.
 
     pip install -r requirements.txt
-    python dqn.py --env-id CartPole-v1          # `python dqn.py --help` lists every flag
+    python dqn.py --env-id CartPole-v1        # --help lists every flag, with this env's values
+    python dqn.py --eval-only runs/<run>      # evaluate a trained network (--watch to see it)
 
-Sections, in reading order:
-  Args              every setting, with its unit
-  make_env          gymnasium vector env (auto-resets on the NEXT step)
-  QNetwork          MLP, input and output sizes taken from the spaces
-  ReplayBuffer      preallocated numpy ring buffer, uniform sampling
-  linear_schedule   epsilon decay
-  select_action     epsilon-greedy over a batch of envs
-  td_loss           the Bellman / TD target and the loss
-  n_step_transitions  n-step returns (--n-step), truncation and episode ends handled
-  update_target     hard copy or Polyak averaging
-  evaluate          greedy policy on a separate env
-  save_checkpoint   checkpoints written atomically, for Ctrl-C, SIGTERM and --resume
-  train             the loop: act, store, learn; returns its results
+The defaults in Args are the 2015 algorithm: one-step targets, the Huber loss, a target
+network copied every 500 steps, epsilon-greedy exploration. PRESETS changes them per env,
+with what measured best (README, Results). The default CartPole-v1 run is a Double DQN
+with 10-step returns, LayerNorm, 8 envs and a target network that follows the online one
+by Polyak averaging; the 2015 DQN on it is
+    python dqn.py --env-id CartPole-v1 --n-step 1 --no-double-q --no-layer-norm \
+        --no-small-last-layer --loss huber --tau 1 --target-network-frequency 500 --num-envs 1
+
+Sections, in reading order: Args and PRESETS, make_env, QNetwork, ReplayBuffer,
+linear_schedule and select_action, td_target and td_loss, n_step_transitions,
+update_target, evaluate, the loop state and its checkpoint, train (act, store, learn,
+log), main.
 """
 
+import argparse
 import collections
+import contextlib
+import copy
 import csv
 import dataclasses
+import importlib.util
+import io
+import itertools
 import json
+import math
 import os
 import pickle
 import signal
@@ -34,6 +41,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -44,206 +52,151 @@ import tyro
 
 
 # ----------------------------------------------------------------------------
-# Args
-
-
-# A switch whose default comes from the env's preset: --flag, --no-flag, or neither (None).
-PresetBool = tyro.conf.DisallowNone[bool | None]
+# Settings
 
 
 @dataclass
 class Args:
     # Environment
-    env_id: str = "CartPole-v1"
-    """gymnasium env id; any env with a Discrete action space and a Box or Discrete observation"""
-    seed: int = 1
-    """seed of the run: network init, exploration, replay sampling and the envs"""
-    total_timesteps: int | None = None
-    """length of training, in env steps (transitions), summed over all envs [preset]"""
-    num_envs: int | None = None
-    """envs stepped in lockstep; their actions come from one batched forward pass [preset]"""
+    env_id: str = "CartPole-v1"  # any gymnasium env with Discrete actions and Box or Discrete observations
+    seed: int = 1  # seeds network init, exploration, replay sampling and the envs
+    total_timesteps: int = 100_000  # env steps (transitions) to train for, summed over all envs
+    num_envs: int = 1  # envs stepped in lockstep, acting from one batched forward pass
 
     # Learning
-    learning_rate: float | None = None
-    """Adam learning rate [preset]"""
-    gamma: float | None = None
-    """discount factor of future rewards [preset]"""
-    batch_size: int | None = None
-    """transitions per gradient update [preset]"""
-    buffer_size: int | None = None
-    """replay capacity, in transitions; the oldest are overwritten first [preset]"""
-    learning_starts: int | None = None
-    """env steps of experience collected before the first gradient update [preset]"""
-    train_frequency: int | None = None
-    """env steps between two rounds of gradient updates [preset]"""
-    gradient_steps: int | None = None
-    """gradient updates per round [preset]"""
-    target_network_frequency: int | None = None
-    """env steps between two target-network updates [preset]"""
-    tau: float | None = None
-    """target update rate: 1.0 copies the online net, < 1 is Polyak averaging [preset]"""
-    hidden_sizes: tuple[int, ...] | None = None
-    """widths of the MLP's hidden layers [preset]"""
-    layer_norm: PresetBool = None
-    """LayerNorm after each hidden Linear layer: keeps Q-learning stable when the target follows quickly [preset]"""
-    small_last_layer: PresetBool = None
-    """initialise the output layer near zero, so every Q-value starts near 0 [preset]"""
-    loss: str | None = None
-    """TD loss: "huber" (the Nature paper's error clipping) or "mse" [preset]"""
-    double_q: PresetBool = None
-    """Double DQN target: the online net picks a', the target net values it (less overestimation) [preset]"""
-    max_grad_norm: float | None = None
-    """clip the gradient's global norm to this value; 0 turns clipping off [preset]"""
-    n_step: int | None = None
-    """n-step returns: the target sums n rewards, then bootstraps from the state n steps later [preset]"""
+    learning_rate: float = 1e-3  # Adam learning rate
+    gamma: float = 0.99  # discount factor of future rewards
+    batch_size: int = 128  # transitions per gradient update
+    buffer_size: int = 50_000  # replay capacity in transitions; the oldest are overwritten first
+    learning_starts: int = 1_000  # env steps collected before the first gradient update
+    train_frequency: int = 4  # env steps between two rounds of gradient updates
+    gradient_steps: int = 1  # gradient updates per round
+    target_network_frequency: int = 500  # env steps between two target-network updates
+    tau: float = 1.0  # target update: 1.0 copies the online net, < 1 moves this fraction towards it
+    n_step: int = 1  # the target sums n discounted rewards, then bootstraps n steps later
+    double_q: bool = False  # Double DQN: the online net picks a', the target net values it
+    loss: Literal["huber", "mse"] = "huber"  # TD loss: huber is the Nature paper's error clipping
+    max_grad_norm: float = 0.0  # clip the gradient's global norm to this value; 0 turns clipping off
+    hidden_sizes: tuple[int, ...] = (128, 128)  # widths of the MLP's hidden layers
+    layer_norm: bool = False  # LayerNorm after each hidden layer (stabler with a fast target)
+    small_last_layer: bool = False  # output layer initialised near zero: every Q-value starts near 0
 
     # Exploration
-    start_e: float = 1.0
-    """epsilon at step 0 (probability of a uniformly random action)"""
-    end_e: float | None = None
-    """epsilon after the decay [preset]"""
-    exploration_fraction: float | None = None
-    """fraction of total_timesteps over which epsilon decays linearly [preset]"""
+    start_e: float = 1.0  # epsilon (probability of a random action) at step 0
+    end_e: float = 0.05  # epsilon after the decay
+    exploration_fraction: float = 0.2  # fraction of total_timesteps over which epsilon decays linearly
 
-    # Evaluation, logging, output
-    eval_episodes: int = 10
-    """episodes of the greedy policy run on a separate env after training"""
-    log_interval: int = 5_000
-    """env steps between two console lines"""
-    output_dir: str = "runs"
-    """each run writes metrics.csv, summary.json and model.pt to output_dir/<run name>"""
-    save_model: bool = True
-    """save the trained Q-network and these args to model.pt"""
-    capture_video: bool = False
-    """record the evaluation episodes to mp4 (needs moviepy)"""
-    tensorboard: bool = False
-    """also log to TensorBoard (needs tensorboard)"""
-    device: str = "cpu"
-    """torch device; small MLPs train faster on the CPU than on a GPU"""
+    # Evaluation, output, machine
+    eval_episodes: int = 10  # greedy episodes on a separate env after training
+    eval_max_steps: int = 10_000  # evaluation episodes are cut short here (envs without a time limit)
+    eval_only: str = ""  # evaluate the model.pt of this run directory (or file); no training
+    watch: bool = False  # show the evaluation episodes in a window (needs a display)
+    capture_video: bool = False  # record the evaluation episodes to mp4 (needs moviepy)
+    log_interval: int = 5_000  # env steps between two progress lines
+    output_dir: str = "runs"  # runs write to output_dir/<env>__<seed>__<date-time>/
+    save_model: bool = True  # save the trained Q-network and these args to model.pt
+    tensorboard: bool = False  # also log to TensorBoard (needs tensorboard)
+    device: str = "cpu"  # torch device (cpu, cuda, cuda:1, mps); small MLPs are fastest on the CPU
+    torch_threads: int = 1  # CPU threads for torch (a small MLP's update is no faster on 2)
 
     # Checkpoints
-    checkpoint_every: int = 100_000
-    """env steps between two checkpoints (<run dir>/checkpoint.pt, replaced atomically); 0 turns them off. Ctrl-C and SIGTERM always write one"""
-    checkpoint_buffer: bool = False
-    """also save the replay buffer (and the envs, where they pickle), so that a resumed run gives exactly the uninterrupted run's results; without it, the buffer is refilled before learning goes on"""
-    resume: str | None = None
-    """continue the run saved in this checkpoint file (or run directory), with the args it was started with; other flags are ignored"""
+    checkpoint_every: int = 100_000  # env steps between checkpoints (0: none); Ctrl-C and SIGTERM write one
+    checkpoint_buffer: bool = False  # also save the buffer and envs: a resumed run is then exact
+    resume: str = ""  # go on with the run in this checkpoint (or run directory), its own args
 
 
-# Settings that differ between envs. An Args field left at None takes the value for its
-# env here, or else from DEFAULTS. Measured by benchmarks/ (see README).
-DEFAULTS = dict(
-    total_timesteps=100_000, num_envs=1, learning_rate=1e-3, gamma=0.99, batch_size=128,
-    buffer_size=50_000, learning_starts=1_000, train_frequency=4, gradient_steps=1,
-    target_network_frequency=500, tau=1.0, hidden_sizes=(128, 128), end_e=0.05,
-    exploration_fraction=0.2, layer_norm=False, small_last_layer=False, loss="huber",
-    double_q=False, max_grad_norm=0.0, n_step=1,
-)
-ENV_PRESETS = {
-    # Measured (README): one-step DQN plateaus near 200 here (the cart drifts off the
-    # track) unless the target follows the online net quickly; LayerNorm and Double DQN
-    # keep that stable. 10-step returns reach 475 in about half the env steps; their rewards
-    # come from the policy that collected them, so a small buffer keeps them recent.
-    "CartPole-v1": dict(total_timesteps=40_000, num_envs=8, train_frequency=8, batch_size=128,
-                        hidden_sizes=(128, 128), layer_norm=True, small_last_layer=True,
-                        double_q=True, loss="mse", target_network_frequency=8, tau=0.2,
-                        learning_rate=2e-3, gamma=0.995, n_step=10,
-                        end_e=0.01, exploration_fraction=0.15, buffer_size=10_000),
-    # Measured on 3 seeds while tuning (greedy eval -81, -83, -87): without LayerNorm the
-    # greedy policy sometimes hangs for all 500 steps although training returns look fine.
-    "Acrobot-v1": dict(total_timesteps=100_000, num_envs=4, train_frequency=16, gradient_steps=4,
-                       learning_rate=1e-3, batch_size=128, buffer_size=50_000, learning_starts=1_000,
-                       target_network_frequency=4, tau=0.02, double_q=True, layer_norm=True,
-                       hidden_sizes=(128, 128), end_e=0.05, exploration_fraction=0.12),
-    # rl-zoo's settings (1 env, 256x256, gradient norm clipped at 10) plus 3-step returns.
-    # Measured on seeds 1-5 while tuning: the training return reached -120 to -131 on every
-    # seed (1-step: 3 of 5); at width 128 with 4 envs, 1-step, no greedy policy reached the flag.
-    "MountainCar-v0": dict(total_timesteps=120_000, num_envs=1, train_frequency=16, gradient_steps=8,
-                           learning_rate=4e-3, batch_size=128, buffer_size=10_000, learning_starts=1_000,
-                           gamma=0.98, target_network_frequency=600, end_e=0.07, n_step=3,
-                           exploration_fraction=0.2, hidden_sizes=(256, 256), max_grad_norm=10.0),
-    # 3-step returns measured on the three seeds (3, 4, 5) whose greedy policy hovered
-    # with 1-step ones: greedy eval 155, 164, 233 instead of 50, 106, 69.
-    "LunarLander-v3": dict(total_timesteps=150_000, num_envs=4, train_frequency=16, gradient_steps=8,
-                           learning_rate=6.3e-4, batch_size=128, buffer_size=100_000, learning_starts=1_000,
-                           target_network_frequency=4, tau=0.02, double_q=True, n_step=3,
-                           hidden_sizes=(128, 128), end_e=0.05, exploration_fraction=0.12),
+# Per-env settings: what each env changes in Args. Measured by benchmarks/run.py (README, Results).
+PRESETS = {
+    "CartPole-v1": dict(total_timesteps=40_000, num_envs=8, learning_rate=2e-3, gamma=0.995,
+                        buffer_size=10_000, train_frequency=8, target_network_frequency=8, tau=0.2,
+                        n_step=10, double_q=True, loss="mse", layer_norm=True, small_last_layer=True,
+                        end_e=0.01, exploration_fraction=0.15),
+    "Acrobot-v1": dict(num_envs=4, train_frequency=16, gradient_steps=4, target_network_frequency=4,
+                       tau=0.02, double_q=True, layer_norm=True, exploration_fraction=0.12),
+    "MountainCar-v0": dict(total_timesteps=120_000, learning_rate=4e-3, gamma=0.98, buffer_size=10_000,
+                           train_frequency=16, gradient_steps=8, target_network_frequency=600, n_step=3,
+                           max_grad_norm=10.0, hidden_sizes=(256, 256), end_e=0.07),
+    "LunarLander-v3": dict(total_timesteps=150_000, num_envs=4, learning_rate=6.3e-4, buffer_size=100_000,
+                           train_frequency=16, gradient_steps=8, target_network_frequency=4, tau=0.02,
+                           n_step=3, double_q=True, exploration_fraction=0.12),
 }
 
 
-def resolve_args(args: Args) -> Args:
-    """Fill the fields left at None from ENV_PRESETS, then DEFAULTS; check every value."""
-    preset = {**DEFAULTS, **ENV_PRESETS.get(args.env_id, {})}
-    args = dataclasses.replace(
-        args, **{k: v for k, v in preset.items() if getattr(args, k) is None}
-    )
-    checks = [
-        (args.total_timesteps > 0, "--total-timesteps must be positive"),
-        (args.num_envs >= 1, "--num-envs must be at least 1"),
-        (args.learning_rate > 0, "--learning-rate must be positive"),
-        (0 <= args.gamma <= 1, "--gamma must be in [0, 1]"),
-        (args.batch_size >= 1, "--batch-size must be at least 1"),
-        (args.buffer_size >= args.batch_size, "--buffer-size must be at least --batch-size"),
-        (0 <= args.learning_starts < args.total_timesteps,
-         "--learning-starts must be in [0, --total-timesteps)"),
-        (args.train_frequency >= 1, "--train-frequency must be at least 1"),
-        (args.gradient_steps >= 1, "--gradient-steps must be at least 1"),
-        (args.n_step >= 1, "--n-step must be at least 1"),
-        (args.target_network_frequency >= 1, "--target-network-frequency must be at least 1"),
-        (0 < args.tau <= 1, "--tau must be in (0, 1]"),
-        (len(args.hidden_sizes) >= 1 and min(args.hidden_sizes) >= 1,
-         "--hidden-sizes needs at least one positive width"),
-        (0 <= args.end_e <= 1 and 0 <= args.start_e <= 1, "--start-e and --end-e must be in [0, 1]"),
-        (0 < args.exploration_fraction <= 1, "--exploration-fraction must be in (0, 1]"),
-        (args.eval_episodes >= 0, "--eval-episodes must be non-negative"),
-        (args.log_interval >= 1, "--log-interval must be at least 1"),
-        (args.checkpoint_every >= 0, "--checkpoint-every must be non-negative"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UsageError(message)
-    return args
+def preset_args(env_id: str, **overrides) -> Args:
+    """Args for env_id: the defaults, then the env's PRESETS entry, then `overrides`."""
+    return Args(**{**PRESETS.get(env_id, {}), "env_id": env_id, **overrides})
 
 
 class UsageError(Exception):
-    """Bad input (a flag value, an env): reported as one line, exit code 2."""
+    """Bad input (a flag, an env, a file): reported as one line, exit code 2."""
+
+
+RANGES = [  # (field, lowest, highest) of every numeric setting
+    ("seed", 0, math.inf), ("total_timesteps", 1, math.inf), ("num_envs", 1, math.inf),
+    ("learning_rate", 0, math.inf), ("gamma", 0, 1), ("batch_size", 1, math.inf), ("buffer_size", 1, math.inf),
+    ("learning_starts", 0, math.inf), ("train_frequency", 1, math.inf), ("gradient_steps", 1, math.inf),
+    ("target_network_frequency", 1, math.inf), ("tau", 0, 1), ("n_step", 1, math.inf),
+    ("max_grad_norm", 0, math.inf), ("hidden_sizes", 1, math.inf), ("start_e", 0, 1), ("end_e", 0, 1),
+    ("exploration_fraction", 0, 1), ("eval_episodes", 0, math.inf), ("eval_max_steps", 1, math.inf),
+    ("log_interval", 1, math.inf), ("torch_threads", 1, math.inf), ("checkpoint_every", 0, math.inf),
+]
+
+
+def check_args(args: Args) -> None:
+    """Every value in range, each error naming its flag and value."""
+    for name, low, high in RANGES:
+        value = getattr(args, name)
+        if not all(low <= v <= high for v in (value if isinstance(value, tuple) else [value])):
+            raise UsageError(f"--{name.replace('_', '-')} {value} is out of range: "
+                             f"it must be in [{low}, {high}]")
+    if args.buffer_size < args.batch_size:
+        raise UsageError(f"--buffer-size {args.buffer_size} is smaller than --batch-size {args.batch_size}")
+    if args.learning_starts >= args.total_timesteps:
+        raise UsageError(f"--total-timesteps {args.total_timesteps} ends before learning starts "
+                         f"(--learning-starts {args.learning_starts}): lower one or raise the other")
+
 
 
 # ----------------------------------------------------------------------------
 # Environment
 
 
-def make_env(env_id: str, num_envs: int, seed: int) -> gym.vector.VectorEnv:
-    """A vector env of `num_envs` copies, reset with `seed` (copy i gets seed + i).
+def make_env(args: Args, num_envs: int) -> gym.vector.VectorEnv:
+    """A vector env of `num_envs` copies of args.env_id.
 
-    gymnasium 1.x vector envs auto-reset on the NEXT step: the step that ends an
-    episode returns its true final observation, and the following step ignores the
-    action and returns the first observation of a new episode (reward 0). That
-    reset step is not a transition; train() never stores it.
+    gymnasium 1.x vector envs auto-reset on the NEXT step: the step that ends an episode
+    returns its true final observation, and the following step ignores the action and
+    returns the first observation of a new episode (reward 0). That reset step is not a
+    transition; train() never stores it.
     """
+    env_id = args.env_id
     try:
         # CartPole has a numpy-vectorized implementation that gymnasium picks here; other
         # envs run as copies stepped one after another (SyncVectorEnv).
         envs = gym.make_vec(env_id, num_envs=num_envs)
-    except gym.error.Error as e:  # unknown id, missing package (box2d, ale-py, ...)
-        raise UsageError(f"cannot make env {env_id!r}: {e}") from None
-    check_spaces(envs.single_observation_space, envs.single_action_space)
+    except gym.error.Error as e:  # unknown id, missing package (box2d, ...)
+        raise UsageError(f"{env_id} is an Atari game: train it with dqn_atari.py" if is_atari(env_id)
+                         else f"cannot make env {env_id!r}: {e}") from None
+    if ":" in env_id and is_atari(env_id):  # ale_py:ALE/<Game> imports ale_py itself
+        envs.close()
+        raise UsageError(f"{env_id} is an Atari game: train it with dqn_atari.py")
+    if not isinstance(envs.single_action_space, gym.spaces.Discrete):
+        raise UsageError(f"DQN needs a Discrete action space, {env_id} has {envs.single_action_space}; "
+                         "for continuous actions use an actor-critic method (SAC, TD3)")
+    if not isinstance(envs.single_observation_space, (gym.spaces.Box, gym.spaces.Discrete)):
+        raise UsageError(f"unsupported observation space {envs.single_observation_space}: dqn.py takes "
+                         "Box (flattened) or Discrete (one-hot) observations; wrap the env to flatten it")
     assert envs.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
-    envs.action_space.seed(seed)
     return envs
 
 
-def check_spaces(obs_space: gym.Space, action_space: gym.Space) -> None:
-    if not isinstance(action_space, gym.spaces.Discrete):
-        raise UsageError(
-            f"DQN needs a Discrete action space, this env has {action_space}; "
-            "for continuous actions use an actor-critic method (SAC, TD3)"
-        )
-    if not isinstance(obs_space, (gym.spaces.Box, gym.spaces.Discrete)):
-        raise UsageError(
-            f"unsupported observation space {obs_space}: dqn.py takes Box (flattened) "
-            "or Discrete (one-hot) observations; wrap the env to flatten it"
-        )
+def is_atari(env_id: str) -> bool:
+    """An id of ale-py's (ALE/Pong-v5, PongNoFrameskip-v4): those are dqn_atari.py's."""
+    try:
+        import ale_py  # noqa: F401  (registers the ALE ids, where it is installed)
+        return gym.spec(env_id.split(":")[-1]).entry_point.startswith("ale_py")
+    except (ImportError, gym.error.Error):
+        return False
 
 
 # ----------------------------------------------------------------------------
@@ -261,7 +214,7 @@ class QNetwork(nn.Module):
         in_size = self.n_obs_values or int(np.prod(obs_space.shape))
         layers = []
         for size in hidden_sizes:
-            layers += [nn.Linear(in_size, size)] + ([nn.LayerNorm(size)] if layer_norm else []) + [nn.ReLU()]
+            layers += [nn.Linear(in_size, size), *([nn.LayerNorm(size)] if layer_norm else []), nn.ReLU()]
             in_size = size
         self.mlp = nn.Sequential(*layers, nn.Linear(in_size, n_actions))
         if small_last_layer:
@@ -278,6 +231,11 @@ class QNetwork(nn.Module):
         return self.mlp(x)  # (batch, n_actions)
 
 
+def make_network(args: Args, envs, device: torch.device) -> QNetwork:
+    return QNetwork(envs.single_observation_space, int(envs.single_action_space.n), args.hidden_sizes,
+                    args.layer_norm, args.small_last_layer).to(device)
+
+
 # ----------------------------------------------------------------------------
 # Replay buffer
 
@@ -290,6 +248,8 @@ class ReplayBuffer:
     """
 
     def __init__(self, capacity: int, obs_space: gym.Space, seed: int):
+        obs_bytes = int(np.prod(obs_space.shape)) * obs_space.dtype.itemsize
+        check_memory(capacity * (2 * obs_bytes + 16), "--buffer-size")  # obs, next_obs, a, r, terminated
         self.capacity = capacity
         self.obs = np.zeros((capacity, *obs_space.shape), dtype=obs_space.dtype)
         self.next_obs = np.zeros_like(self.obs)
@@ -317,13 +277,21 @@ class ReplayBuffer:
         return tuple(torch.as_tensor(a[idx], device=device) for a in arrays)
 
 
+def check_memory(nbytes: int, flag: str) -> None:
+    """Refuse, before allocating, what this machine's memory cannot hold."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if nbytes > 0.9 * total:
+        raise UsageError(f"{flag} needs {nbytes / 1e9:.1f} GB of memory, this machine has "
+                         f"{total / 1e9:.1f} GB: lower {flag}")
+
+
 # ----------------------------------------------------------------------------
-# Algorithm: exploration, TD loss, target network
+# Algorithm: exploration, TD target and loss, n-step returns, target network
 
 
 def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
     """Goes linearly from `start` at t=0 to `end` at t=duration, then stays at `end`."""
-    return start + (end - start) * min(t / duration, 1.0)
+    return end if t >= duration else start + (end - start) * t / duration
 
 
 def select_action(q_network: nn.Module, obs: np.ndarray, epsilon: float,
@@ -339,25 +307,23 @@ def select_action(q_network: nn.Module, obs: np.ndarray, epsilon: float,
     return actions
 
 
-def td_target(target_network: nn.Module, rewards, next_obs, terminated, gamma: float):
-    """The Bellman target y = r + gamma * (1 - terminated) * max_a' Q_target(s', a')."""
-    # Only `terminated` (the MDP really ended) zeroes the bootstrap. A `truncated` step
-    # (a time limit) is stored as not terminated, with s' its true final observation,
-    # so its value is still bootstrapped: the future did not end, we stopped watching.
-    with torch.no_grad():
-        next_q = target_network(next_obs).max(dim=1).values  # (batch,)
-        return rewards + gamma * (1.0 - terminated) * next_q
+@torch.no_grad()
+def td_target(q_network, target_network, rewards, next_obs, terminated, discount: float, double_q: bool):
+    """y = R + discount * (1 - terminated) * Q_target(s', a'), with discount = gamma ** n_step.
+
+    a' = argmax Q_target(s', .) (DQN), or argmax Q_online(s', .) (Double DQN)."""
+    next_q = target_network(next_obs)  # (batch, n_actions)
+    next_action = (q_network(next_obs) if double_q else next_q).argmax(1, keepdim=True)
+    # Only `terminated` (the MDP really ended) stops bootstrapping. A time-limit truncation
+    # is stored as not terminated, with s' its true final observation: its value is still
+    # bootstrapped, because the future did not end, we stopped watching.
+    return rewards + discount * (1.0 - terminated) * next_q.gather(1, next_action).squeeze(1)
 
 
-def td_loss(q_network: nn.Module, target_network: nn.Module, batch, gamma: float, loss="huber", double_q=False):
-    """Loss between Q(s, a) and the one-step TD target; returns (loss, Q(s, a))."""
+def td_loss(q_network, target_network, batch, discount: float, loss: str, double_q: bool):
+    """Loss between Q(s, a) and the TD target for a batch (s, a, R, s', terminated); returns (loss, Q(s, a))."""
     obs, actions, rewards, next_obs, terminated = batch
-    if double_q:
-        with torch.no_grad():
-            a2 = q_network(next_obs).argmax(1, keepdim=True)
-            target = rewards + gamma * (1.0 - terminated) * target_network(next_obs).gather(1, a2).squeeze(1)
-    else:
-        target = td_target(target_network, rewards, next_obs, terminated, gamma)
+    target = td_target(q_network, target_network, rewards, next_obs, terminated, discount, double_q)
     q = q_network(obs).gather(1, actions.unsqueeze(1)).squeeze(1)  # (batch,)
     return (F.smooth_l1_loss(q, target) if loss == "huber" else F.mse_loss(q, target)), q
 
@@ -401,87 +367,93 @@ def update_target(target_network: nn.Module, q_network: nn.Module, tau: float) -
 # Evaluation
 
 
-def evaluate(q_network: nn.Module, env_id: str, episodes: int, seed: int,
-             device: torch.device, epsilon: float = 0.0, video_dir: str | None = None):
-    """Returns of `episodes` whole episodes of the (epsilon-)greedy policy on a fresh env."""
-    if video_dir:
-        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen, no display needed
-        env = gym.wrappers.RecordVideo(gym.make(env_id, render_mode="rgb_array"), video_dir,
-                                       episode_trigger=lambda _: True, disable_logger=True)
+def evaluate(q_network: nn.Module, args: Args, device: torch.device, video_dir: str = "", say=print) -> list:
+    """Returns of args.eval_episodes episodes of the greedy policy on a fresh env, each cut short
+    after args.eval_max_steps steps; recorded to video_dir, or shown with --watch."""
+    if video_dir or args.watch:
+        if video_dir:
+            os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen, no display needed
+        env = gym.make(args.env_id, render_mode="rgb_array" if video_dir else "human")
+        if video_dir:
+            env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True, disable_logger=True)
     else:
-        env = gym.make(env_id)
-    rng = np.random.default_rng(seed)
-    returns = []
-    for episode in range(episodes):
+        env = gym.make(args.env_id)
+    seed = run_seeds(args.seed)["eval"]
+    rng, returns, cut = np.random.default_rng(seed), [], 0
+    for episode in range(args.eval_episodes):
         obs, _ = env.reset(seed=seed + episode)
-        done, episode_return = False, 0.0
-        while not done:
-            action = select_action(q_network, np.asarray(obs)[None], epsilon, rng, device)[0]
+        episode_return, done, steps = 0.0, False, 0
+        while not done and steps < args.eval_max_steps:
+            action = select_action(q_network, np.asarray(obs)[None], 0.0, rng, device)[0]
             obs, reward, terminated, truncated, _ = env.step(action)
-            episode_return += float(reward)
-            done = terminated or truncated
+            episode_return, done, steps = episode_return + float(reward), terminated or truncated, steps + 1
         returns.append(episode_return)
+        cut += not done
     env.close()
+    if cut:
+        say(f"{cut} of {len(returns)} evaluation episodes were cut short at --eval-max-steps {args.eval_max_steps}")
+    if returns:
+        say(f"evaluation over {len(returns)} episodes: {np.mean(returns):.1f} +- {np.std(returns):.1f}")
     return returns
 
 
+def run_seeds(seed: int) -> dict:
+    """One seed per random stream of the run, all derived from --seed so that no two streams
+    (nor the streams of two runs) draw the same numbers. Env i is seeded with envs + i."""
+    names = ["network", "explore", "replay", "envs", "eval"]
+    # 30 bits: room for seed + i in the 32-bit seeds of C++ simulators (ale-py)
+    return {name: int(s.generate_state(1)[0]) % 2**30 for name, s in zip(names, np.random.SeedSequence(seed).spawn(5))}
+
+
 # ----------------------------------------------------------------------------
-# Checkpoints: a run stopped by Ctrl-C, SIGTERM or a crash goes on with --resume
+# Loop state and checkpoints: a run stopped by Ctrl-C, SIGTERM or a crash goes on with --resume
 
 
-def save_checkpoint(path: str, args: Args, modules: dict, loop: dict, envs, rb, exact: bool) -> None:
-    """Write what the run needs to go on to `path`, atomically: into a temporary file,
-    then renamed over `path`, so a kill during the write leaves the last checkpoint whole.
+@dataclass
+class State:
+    """Everything that changes while training: saved whole in a checkpoint, restored whole."""
+    explore_rng: np.random.Generator
+    learning_starts: int  # no update before this step
+    next_log: int  # the step of the next progress line
+    obs: np.ndarray  # the envs' current observations
+    autoreset: np.ndarray  # env i's last step ended an episode: its next step is a reset
+    windows: list  # per env, its last steps whose n-step transition is not stored yet
+    running_return: np.ndarray  # per env, the return of its current episode so far
+    running_length: np.ndarray
+    global_step: int = 0  # transitions collected, over all envs
+    episode_returns: list = dataclasses.field(default_factory=list)
+    episode_steps: list = dataclasses.field(default_factory=list)  # global_step at each episode's end
+    losses: list = dataclasses.field(default_factory=list)  # (global_step, mean loss since the last line)
+    recent_losses: list = dataclasses.field(default_factory=list)
+    last_loss: float = float("nan")
+    train_seconds: float = 0.0  # over every segment of a resumed run
+    metrics_bytes: int = 0  # the length of metrics.csv when the checkpoint was written
 
-    exact=True (--checkpoint-buffer) adds the replay buffer and the envs' state (where it
-    pickles: not for C++ simulators such as ALE or Box2D), so that a resumed run gives
-    exactly the results of an uninterrupted one.
-    """
-    state = {"args": dataclasses.asdict(args), "loop": loop, "torch_rng": torch.get_rng_state(),
-             "modules": {name: m.state_dict() for name, m in modules.items()},
-             "envs": None, "replay_buffer": None}
-    if exact:
-        state["envs"] = pickle_env(envs)
-        # numpy arrays as tensors: torch.save writes these without another copy in memory.
-        state["replay_buffer"] = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
-                                  for k, v in vars(rb).items()}
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
+
+def start_episodes(envs, seed: int) -> dict:
+    """New episodes in every env (env i reset with seed + i): the State fields that start over."""
+    obs, _ = envs.reset(seed=seed)
+    n = envs.num_envs
+    return dict(obs=obs, autoreset=np.zeros(n, dtype=bool), windows=[collections.deque() for _ in range(n)],
+                running_return=np.zeros(n), running_length=np.zeros(n, dtype=np.int64))
+
+
+def save_checkpoint(path: str, args: Args, state: State, modules: dict, envs, rb) -> None:
+    """Write what the run needs to go on, atomically: into a temporary file renamed over `path`,
+    so that a kill during the write leaves the last checkpoint whole. With --checkpoint-buffer,
+    also the replay buffer and the envs, where they pickle: a resumed run is then exact."""
+    checkpoint = {"args": dataclasses.asdict(args), "state": vars(state), "torch_rng": torch.get_rng_state(),
+                  "modules": {name: m.state_dict() for name, m in modules.items()},
+                  "replay_buffer": None, "envs": None}
+    if args.checkpoint_buffer:  # numpy arrays as tensors: torch.save writes them without a copy
+        checkpoint["replay_buffer"] = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+                                       for k, v in vars(rb).items()}
+        checkpoint["envs"] = pickle_env(envs)
+    with open(path + ".tmp", "wb") as f:
+        torch.save(checkpoint, f)
         f.flush()
         os.fsync(f.fileno())  # on disk before the rename
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str) -> tuple[Args, dict]:
-    """Read a checkpoint file (or the one in a run directory): (its Args, everything else)."""
-    if os.path.isdir(path):
-        path = os.path.join(path, "checkpoint.pt")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        args = Args(**{**state["args"], "resume": path})
-    except Exception as e:  # missing, truncated, or another program's file
-        raise UsageError(f"cannot resume from {path!r}: {str(e).splitlines()[0]}") from None
-    return args, state
-
-
-def restore_checkpoint(state: dict, modules: dict, envs, rb):
-    """Put a checkpoint's state into the run's objects; returns the envs, the saved ones
-    where the checkpoint holds them."""
-    for name, m in modules.items():
-        m.load_state_dict(state["modules"][name])
-    torch.set_rng_state(state["torch_rng"])
-    if state["replay_buffer"] is None:
-        return envs
-    for k, v in state["replay_buffer"].items():
-        if isinstance(v, torch.Tensor):
-            getattr(rb, k)[...] = v.numpy()  # into the preallocated array
-        else:
-            setattr(rb, k, v)
-    if state["envs"] is None:
-        return envs
-    envs.close()
-    return pickle.loads(state["envs"])
+    os.replace(path + ".tmp", path)
 
 
 def pickle_env(envs) -> bytes | None:
@@ -502,19 +474,40 @@ def pickle_env(envs) -> bytes | None:
             envs.env_fns = env_fns
 
 
-def catch_stop_signals(stop: list) -> dict:
-    """Make SIGINT (Ctrl-C) and SIGTERM append to `stop` instead of ending the process, so
-    that train() can finish its step and write a checkpoint; a second Ctrl-C quits at once.
-    Returns the previous handlers, which train() puts back."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}  # only the main thread may set handlers
+def load_checkpoint(path: str) -> tuple[Args, dict]:
+    """A checkpoint file, or the one in a run directory: (its Args, the rest)."""
+    path = os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        args = Args(**{**checkpoint["args"], "resume": path})
+        checkpoint["state"], checkpoint["modules"]  # noqa: B018  (a model.pt has neither)
+    except OSError as e:
+        raise UsageError(f"cannot resume from {path}: {e.strerror}") from None
+    except Exception:
+        raise UsageError(f"cannot resume from {path}: not a checkpoint.pt written by this program "
+                         "(to evaluate a model.pt, use --eval-only)") from None
+    return args, checkpoint
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """Within it, Ctrl-C (SIGINT) and SIGTERM append to the yielded list instead of ending the
+    process, so that train() finishes its step and writes a checkpoint; a second Ctrl-C
+    quits at once. The previous handlers are put back on exit."""
+    stop, handlers = [], {}
 
     def handler(signum, frame):
         if stop and signum == signal.SIGINT:
             raise KeyboardInterrupt
         stop.append(signum)
 
-    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if threading.current_thread() is threading.main_thread():  # only it may set handlers
+        handlers = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, previous in handlers.items():
+            signal.signal(sig, previous)
 
 
 # ----------------------------------------------------------------------------
@@ -523,12 +516,13 @@ def catch_stop_signals(stop: list) -> dict:
 
 @dataclass
 class Results:
+    args: Args  # the settings it ran with
     q_network: nn.Module
     episode_returns: list  # every training episode's return, in order of completion
     episode_steps: list  # global env step at which each episode ended
-    losses: list  # (global env step, mean loss since the previous console line)
+    losses: list  # (global env step, mean loss since the previous progress line)
     eval_returns: list  # returns of the final greedy evaluation
-    replay_buffer: "ReplayBuffer"
+    replay_buffer: ReplayBuffer
     output_dir: str
     stopped_by: int = 0  # the signal (SIGINT, SIGTERM) that stopped training early, else 0
 
@@ -537,193 +531,179 @@ class TrainingDiverged(Exception):
     """The loss became NaN or infinite: reported as one line, exit code 1."""
 
 
-def train(args: Args) -> Results:
-    start_time = time.time()
+def train(args: Args, verbose: bool = True) -> Results:
+    """Train a Q-network (or go on with the run saved in args.resume); verbose=False prints nothing."""
+    say = print if verbose else lambda *_, **__: None
     checkpoint = None
-    if args.resume:  # go on with the saved run: its args, its directory
+    if args.resume:
         args, checkpoint = load_checkpoint(args.resume)
-    args = resolve_args(args)
-    device = torch.device(args.device)
-    if device.type == "cpu":
-        # Measured: an update of a small MLP is no faster on 2 threads than on 1, and
-        # several times slower when other processes (parallel seeds) share the cores.
-        torch.set_num_threads(1)
-    if args.capture_video:
-        require("moviepy", "--capture-video")
-    envs = make_env(args.env_id, args.num_envs, args.seed)
-    run_dir = os.path.dirname(args.resume) if checkpoint else make_run_dir(args)
-    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
-    writer = make_tensorboard_writer(run_dir) if args.tensorboard else None
+    device, seeds = setup(args), run_seeds(args.seed)
+    with contextlib.ExitStack() as cleanup:  # closed, and torch's thread count put back, on every exit
+        cleanup.callback(torch.set_num_threads, torch.get_num_threads())
+        torch.set_num_threads(args.torch_threads)
+        envs = make_env(args, args.num_envs)
+        cleanup.callback(lambda: envs.close())
+        torch.manual_seed(seeds["network"])
+        q_network = make_network(args, envs, device)
+        target_network = copy.deepcopy(q_network)
+        optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=device.type == "cpu")
+        modules = {"q_network": q_network, "target_network": target_network, "optimizer": optimizer}
+        rb = ReplayBuffer(args.buffer_size, envs.single_observation_space, seed=seeds["replay"])
+        state = State(np.random.default_rng(seeds["explore"]), args.learning_starts,
+                      next_log=min(args.log_interval, args.total_timesteps // 20 or 1),  # a first line early
+                      **start_episodes(envs, seeds["envs"]))
+        if checkpoint:
+            state, envs = restore_checkpoint(checkpoint, args, modules, envs, rb, seeds)
+        run_dir = os.path.dirname(args.resume) if checkpoint else make_run_dir(args)
+        metrics_file = cleanup.enter_context(open(os.path.join(run_dir, "metrics.csv"), "a", newline=""))
+        metrics_file.truncate(state.metrics_bytes)  # drop the rows written after the checkpoint
+        metrics = csv.writer(metrics_file)
+        if not checkpoint:
+            metrics.writerow(["step", "time_s", "episode", "return", "length", "epsilon", "loss"])
+        writer = cleanup.enter_context(tensorboard_writer(run_dir)) if args.tensorboard else None
+        stop = cleanup.enter_context(stop_signals())  # Ctrl-C, SIGTERM: finish the step, checkpoint, stop
+        checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+        say(describe(args, device, run_dir))
+        clock = time.time() - state.train_seconds  # training time, over every segment of the run
+        log_time, log_step = time.time(), state.global_step
 
-    # Seeding: torch for the network init, numpy generators for exploration and replay
-    # sampling, the env's seed for its dynamics. Same seed, same run (on a CPU).
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    obs_space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
-
-    q_network = QNetwork(obs_space, n_actions, args.hidden_sizes, args.layer_norm, args.small_last_layer).to(device)
-    target_network = QNetwork(obs_space, n_actions, args.hidden_sizes, args.layer_norm).to(device)
-    target_network.load_state_dict(q_network.state_dict())
-    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=device.type == "cpu")
-    rb = ReplayBuffer(args.buffer_size, obs_space, seed=args.seed + 1)
-    modules = {"q_network": q_network, "target_network": target_network, "optimizer": optimizer}
-
-    global_step, next_log, learning_starts = 0, args.log_interval, args.learning_starts
-    episode_returns, episode_steps, losses, recent_losses, last_loss = [], [], [], [], float("nan")
-    if checkpoint:
-        envs = restore_checkpoint(checkpoint, modules, envs, rb)
-        loop = checkpoint["loop"]
-        global_step, next_log, rng = loop["global_step"], loop["next_log"], loop["rng"]
-        episode_returns, episode_steps = loop["episode_returns"], loop["episode_steps"]
-        losses, recent_losses, last_loss = loop["losses"], loop["recent_losses"], loop["last_loss"]
-        start_time -= loop["time_s"]  # the metrics' clock goes on from the checkpoint
-        if checkpoint["replay_buffer"] is None:  # refill it before learning again
-            learning_starts = global_step + max(args.learning_starts, args.batch_size)
-    if checkpoint and checkpoint["envs"] is not None:  # the envs go on mid-episode
-        obs, autoreset, windows = loop["obs"], loop["autoreset"], loop["windows"]
-        running_return, running_length = loop["running_return"], loop["running_length"]
-    else:
-        running_return = np.zeros(args.num_envs)
-        running_length = np.zeros(args.num_envs, dtype=np.int64)
-        # True for an env whose previous step ended an episode: its next step is a reset.
-        autoreset = np.zeros(args.num_envs, dtype=bool)
-        obs, _ = envs.reset(seed=args.seed + global_step)
-        # Per env, its last steps (obs, action, reward) whose n-step transition is not stored yet.
-        windows = [collections.deque() for _ in range(args.num_envs)]
-
-    try:  # checked here, not after hours of training
-        metrics_file = open(os.path.join(run_dir, "metrics.csv"), "a" if checkpoint else "w", newline="")
-    except OSError as e:
-        raise UsageError(f"cannot write to {run_dir!r}: {e.strerror}") from None
-    metrics = csv.writer(metrics_file)
-    if checkpoint:
-        metrics_file.truncate(loop["metrics_bytes"])  # drop rows written after the checkpoint
-    else:
-        metrics.writerow(["step", "time_s", "episode", "return", "length", "epsilon", "loss"])
-
-    def write_checkpoint():
-        metrics_file.flush()
-        loop = dict(global_step=global_step, next_log=next_log, rng=rng, episode_returns=episode_returns,
-                    episode_steps=episode_steps, losses=losses, recent_losses=recent_losses,
-                    last_loss=last_loss, obs=obs, autoreset=autoreset, windows=windows,
-                    running_return=running_return, running_length=running_length,
-                    time_s=time.time() - start_time,
-                    metrics_bytes=metrics_file.tell())
-        save_checkpoint(checkpoint_path, args, modules, loop, envs, rb, exact=args.checkpoint_buffer)
-
-    stop = []  # Ctrl-C or SIGTERM: finish the step, write a checkpoint, stop
-    handlers = catch_stop_signals(stop)
-    train_start, first_step = time.time(), global_step
-    try:
-        while global_step < args.total_timesteps and not stop:
-            epsilon = linear_schedule(args.start_e, args.end_e,
-                                      int(args.exploration_fraction * args.total_timesteps), global_step)
-            actions = select_action(q_network, obs, epsilon, rng, device)
+        while state.global_step < args.total_timesteps:
+            # Act: epsilon-greedy in every env at once.
+            epsilon = linear_schedule(args.start_e, args.end_e, int(args.exploration_fraction * args.total_timesteps),
+                                      state.global_step)
+            actions = select_action(q_network, state.obs, epsilon, state.explore_rng, device)
             next_obs, rewards, terminated, truncated, _ = envs.step(actions)
 
             # Store real transitions only: on a reset step, obs is the last episode's final
             # observation and next_obs the new episode's first, which no action connects.
             # next_obs of a truncated step is the true final observation (NEXT_STEP autoreset).
-            real = ~autoreset
-            rb.add(*n_step_transitions(windows, real, obs, actions, rewards, next_obs, terminated,
+            real = ~state.autoreset
+            rb.add(*n_step_transitions(state.windows, real, state.obs, actions, rewards, next_obs, terminated,
                                        truncated, args.n_step, args.gamma))
-            running_return[real] += rewards[real]
-            running_length[real] += 1
-            prev_step, global_step = global_step, global_step + int(real.sum())
-
-            done = terminated | truncated
-            for i in np.flatnonzero(done):
-                episode_returns.append(float(running_return[i]))
-                episode_steps.append(global_step)
-                metrics.writerow([global_step, f"{time.time() - start_time:.3f}", len(episode_returns),
-                                  running_return[i], running_length[i], f"{epsilon:.4f}",
-                                  f"{last_loss:.5f}"])
-                if writer:
-                    writer.add_scalar("charts/episodic_return", running_return[i], global_step)
-            running_return[done], running_length[done] = 0.0, 0
-            autoreset = done
-            obs = next_obs
+            state.running_return[real] += rewards[real]
+            state.running_length[real] += 1
+            prev_step = state.global_step
+            state.global_step += int(real.sum())
+            state.obs, state.autoreset = next_obs, terminated | truncated
 
             # Learn: `gradient_steps` updates each time global_step crosses a multiple of
             # train_frequency (with several envs, one iteration may cross more than one).
-            if global_step > learning_starts:
-                rounds = global_step // args.train_frequency - prev_step // args.train_frequency
+            if state.global_step > state.learning_starts and rb.size >= args.batch_size:
+                rounds = state.global_step // args.train_frequency - prev_step // args.train_frequency
                 for _ in range(rounds * args.gradient_steps):
-                    loss, q = td_loss(q_network, target_network,
-                                      rb.sample(args.batch_size, device), args.gamma ** args.n_step,
-                                      args.loss, args.double_q)
-                    last_loss = loss.item()
-                    recent_losses.append(last_loss)
-                    # Stop before the step writes NaN into the weights. A finite loss means
-                    # finite Q-values and targets in the batch.
-                    if not np.isfinite(last_loss):
+                    loss, _ = td_loss(q_network, target_network, rb.sample(args.batch_size, device),
+                                      args.gamma ** args.n_step, args.loss, args.double_q)
+                    state.last_loss = loss.item()
+                    state.recent_losses.append(state.last_loss)
+                    if not np.isfinite(state.last_loss):  # stop before the step writes NaN into the weights
                         raise TrainingDiverged(
-                            f"the TD loss is {last_loss} at step {global_step}; training stopped"
-                            + (f", the last good checkpoint is {checkpoint_path}"
-                               if os.path.exists(checkpoint_path) else ", no checkpoint was written"))
+                            f"the TD loss is {state.last_loss} at step {state.global_step}; training stopped, "
+                            + (f"the last good checkpoint is {checkpoint_path}" if os.path.exists(checkpoint_path)
+                               else "no checkpoint was written"))
                     optimizer.zero_grad()
                     loss.backward()
                     if args.max_grad_norm:
                         nn.utils.clip_grad_norm_(q_network.parameters(), args.max_grad_norm)
                     optimizer.step()
-                if global_step // args.target_network_frequency > prev_step // args.target_network_frequency:
+                if state.global_step // args.target_network_frequency > prev_step // args.target_network_frequency:
                     update_target(target_network, q_network, args.tau)
 
-            if global_step >= next_log:
-                next_log += args.log_interval
-                sps = (global_step - first_step) / (time.time() - train_start)
-                mean_loss = float(np.mean(recent_losses)) if recent_losses else float("nan")
-                losses.append((global_step, mean_loss))
-                recent = np.mean(episode_returns[-20:]) if episode_returns else float("nan")
-                print(f"step {global_step:>8}  episodes {len(episode_returns):>5}  "
-                      f"return(last 20) {recent:8.1f}  epsilon {epsilon:.3f}  loss {mean_loss:.4f}  "
-                      f"{sps:6.0f} steps/s  ~{(args.total_timesteps - global_step) / sps:4.0f} s left",
-                      flush=True)
+            # Log: a metrics row per finished episode, a progress line every log_interval steps.
+            for i in np.flatnonzero(state.autoreset):
+                state.episode_returns.append(float(state.running_return[i]))
+                state.episode_steps.append(state.global_step)
+                metrics.writerow([state.global_step, f"{time.time() - clock:.3f}", len(state.episode_returns),
+                                  state.running_return[i], state.running_length[i], f"{epsilon:.4f}",
+                                  f"{state.last_loss:.5f}"])
                 if writer:
-                    writer.add_scalar("losses/td_loss", mean_loss, global_step)
-                    writer.add_scalar("charts/epsilon", epsilon, global_step)
-                recent_losses = []
+                    writer.add_scalar("charts/episodic_return", state.running_return[i], state.global_step)
+            state.running_return[state.autoreset], state.running_length[state.autoreset] = 0.0, 0
+            if state.global_step >= state.next_log:
+                state.next_log = (state.global_step // args.log_interval + 1) * args.log_interval
+                mean_loss = float(np.mean(state.recent_losses)) if state.recent_losses else float("nan")
+                if state.recent_losses:  # learning has started
+                    state.losses.append((state.global_step, mean_loss))
+                state.recent_losses = []
+                sps = (state.global_step - log_step) / max(time.time() - log_time, 1e-9)  # since the last line
+                log_time, log_step = time.time(), state.global_step
+                say(f"step {state.global_step:>8}  episodes {len(state.episode_returns):>5}  return(last 20) "
+                    f"{np.mean(state.episode_returns[-20:]) if state.episode_returns else float('nan'):8.1f}  "
+                    f"epsilon {epsilon:.3f}  loss {mean_loss:.4f}  {sps:6.0f} steps/s  "
+                    f"~{max(args.total_timesteps - state.global_step, 0) / sps:4.0f} s left", flush=True)
+                if writer:
+                    writer.add_scalar("losses/td_loss", mean_loss, state.global_step)
+                    writer.add_scalar("charts/epsilon", epsilon, state.global_step)
 
-            if args.checkpoint_every and global_step // args.checkpoint_every > prev_step // args.checkpoint_every:
-                write_checkpoint()
-        if stop:
-            write_checkpoint()
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-        envs.close()
-        metrics_file.close()
+            if stop or (args.checkpoint_every and
+                        state.global_step // args.checkpoint_every > prev_step // args.checkpoint_every):
+                metrics_file.flush()
+                state.train_seconds, state.metrics_bytes = time.time() - clock, metrics_file.tell()
+                save_checkpoint(checkpoint_path, args, state, modules, envs, rb)
+            if stop:
+                break
+        state.train_seconds = time.time() - clock
+
     if stop:
-        print(f"stopped at step {global_step} by {signal.Signals(stop[0]).name}; checkpoint: {checkpoint_path}\n"
-              f"resume with: python {os.path.basename(__file__)} --resume {checkpoint_path}", flush=True)
-        return Results(q_network, episode_returns, episode_steps, losses, [], rb, run_dir, stop[0])
-
-    video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
-    eval_returns = evaluate(q_network, args.env_id, args.eval_episodes, args.seed + 10_000,
-                            device, video_dir=video_dir)
-    if eval_returns:
-        print(f"greedy evaluation over {len(eval_returns)} episodes: "
-              f"{np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f}")
-    if args.save_model:
+        say(f"stopped at step {state.global_step} by {signal.Signals(stop[0]).name}; checkpoint: {checkpoint_path}\n"
+            f"resume with: python {os.path.basename(__file__)} --resume {checkpoint_path}", flush=True)
+        return Results(args, q_network, state.episode_returns, state.episode_steps, state.losses, [], rb, run_dir,
+                       stop[0])
+    if args.save_model:  # before the evaluation, which a Ctrl-C may cut
         torch.save({"q_network": q_network.state_dict(), "args": dataclasses.asdict(args)},
                    os.path.join(run_dir, "model.pt"))
+    eval_returns = evaluate(q_network, args, device, os.path.join(run_dir, "videos") if args.capture_video else "",
+                            say=say)
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
-        json.dump({"args": dataclasses.asdict(args), "start_unix_time": start_time,
-                   "train_seconds": time.time() - train_start, "eval_returns": eval_returns,
-                   "episodes": len(episode_returns)}, f, indent=1)
-    if writer:
-        writer.close()
-    print(f"results in {run_dir}")
-    return Results(q_network, episode_returns, episode_steps, losses, eval_returns, rb, run_dir)
+        json.dump({"args": dataclasses.asdict(args), "train_seconds": state.train_seconds,
+                   "eval_returns": eval_returns, "episodes": len(state.episode_returns)}, f, indent=1)
+    say(f"results in {run_dir}")
+    return Results(args, q_network, state.episode_returns, state.episode_steps, state.losses, eval_returns, rb,
+                   run_dir)
+
+
+def restore_checkpoint(checkpoint: dict, args: Args, modules: dict, envs, rb, seeds: dict):
+    """The saved loop state, networks and optimizer, and the buffer and envs where they were saved.
+    Without the buffer, it is refilled before learning again; without the envs, new episodes start."""
+    state = State(**checkpoint["state"])
+    for name, m in modules.items():
+        m.load_state_dict(checkpoint["modules"][name])
+    torch.set_rng_state(checkpoint["torch_rng"])
+    if checkpoint["replay_buffer"] is None:
+        state.learning_starts = state.global_step + max(args.learning_starts, args.batch_size)
+    else:
+        for k, v in checkpoint["replay_buffer"].items():
+            setattr(rb, k, v.numpy() if isinstance(v, torch.Tensor) else v)
+    if checkpoint["envs"] is None:
+        vars(state).update(start_episodes(envs, seeds["envs"] + state.global_step))
+    else:
+        envs.close()
+        envs = pickle.loads(checkpoint["envs"])
+    return state, envs
 
 
 # ----------------------------------------------------------------------------
-# Output directory; optional integrations, imported only when asked for
+# Set-up, output directory, command line
+
+
+def setup(args: Args) -> torch.device:
+    """Check the args, the device and the optional packages before anything is written."""
+    check_args(args)
+    try:
+        device = torch.device(args.device)
+        torch.zeros(1, device=device)
+    except (RuntimeError, AssertionError) as e:  # not a device name, or one this torch cannot use
+        raise UsageError(f"--device {args.device}: {str(e).splitlines()[0]} (use --device cpu)") from None
+    for flag, module in [("capture_video", "moviepy"), ("tensorboard", "tensorboard")]:
+        if getattr(args, flag) and importlib.util.find_spec(module) is None:
+            raise UsageError(f"--{flag.replace('_', '-')} needs the {module} package: pip install {module}")
+    if args.watch and sys.platform == "linux" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise UsageError("--watch needs a display; --capture-video records the episodes instead")
+    return device
 
 
 def make_run_dir(args: Args) -> str:
-    """output_dir/<env>__<seed>__<date-time>, created now so a bad path fails before training."""
-    name = f"{args.env_id.replace('/', '-')}__{args.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+    """output_dir/<env>__<seed>__<date-time>, created once every check has passed."""
+    name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{args.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir, n = os.path.join(args.output_dir, name), 1
     while os.path.exists(run_dir):  # two runs started in the same second
         run_dir, n = os.path.join(args.output_dir, f"{name}-{n}"), n + 1
@@ -734,21 +714,71 @@ def make_run_dir(args: Args) -> str:
     return run_dir
 
 
-def require(module: str, flag: str) -> None:
-    import importlib.util
-    if importlib.util.find_spec(module) is None:
-        raise UsageError(f"{flag} needs the {module} package: pip install {module}")
-
-
-def make_tensorboard_writer(run_dir: str):
-    require("tensorboard", "--tensorboard")
+@contextlib.contextmanager
+def tensorboard_writer(run_dir: str):
     from torch.utils.tensorboard import SummaryWriter
-    return SummaryWriter(run_dir)
+    writer = SummaryWriter(run_dir)
+    try:
+        yield writer
+    finally:
+        writer.close()
+
+
+def describe(args: Args, device: torch.device, run_dir: str) -> str:
+    """The run's first lines: env, device, the settings that differ from Args' defaults, the output."""
+    changed = [f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, tuple) else v}"
+               for k, v in dataclasses.asdict(args).items()
+               if k not in ("env_id", "seed", "output_dir", "resume") and v != getattr(Args, k)]
+    return (f"{args.env_id}, seed {args.seed}, on {device}; settings other than the defaults: "
+            f"{' '.join(changed) or 'none'}\noutput: {run_dir}")
+
+
+def evaluate_saved(args: Args) -> list:
+    """--eval-only: the model.pt of a run, evaluated with the settings it was trained with
+    (and this command's evaluation flags)."""
+    path = os.path.join(args.eval_only, "model.pt") if os.path.isdir(args.eval_only) else args.eval_only
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        trained = Args(**saved["args"])
+    except Exception:
+        raise UsageError(f"--eval-only {args.eval_only}: no model.pt written by this program there") from None
+    flags = [k for k in vars(args) if k.startswith("eval_") or k in ("watch", "capture_video", "device", "torch_threads")]
+    args = dataclasses.replace(trained, **{k: getattr(args, k) for k in flags})
+    device = setup(args)
+    envs = make_env(args, 1)
+    q_network = make_network(args, envs, device)
+    envs.close()
+    q_network.load_state_dict(saved["q_network"])
+    video_dir = os.path.join(os.path.dirname(path), "videos") if args.capture_video else ""
+    return evaluate(q_network, args, device, video_dir)
+
+
+def parse_args(argv=None) -> Args:
+    """The command line, on top of the preset of the env it names: `--env-id Acrobot-v1 --help`
+    shows Acrobot's values. A bad flag or value is one line, exit code 2."""
+    first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    first.add_argument("--env-id", "--env_id", default=Args.env_id)
+    env_id = first.parse_known_args(argv)[0].env_id
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            return tyro.cli(Args, default=preset_args(env_id), args=argv)
+    except SystemExit as e:
+        if e.code:  # tyro draws a box: keep the message between its title and the next rule
+            lines = [line.strip(" │╭╮╰╯") for line in errors.getvalue().splitlines()[1:]]
+            rule = lambda line: set(line) <= set("─-")  # noqa: E731
+            message = " ".join(itertools.takewhile(lambda ln: not rule(ln), itertools.dropwhile(rule, lines)))
+            raise UsageError(message.replace(" .", ".")) from None
+        raise
 
 
 def main() -> None:
     try:
-        results = train(tyro.cli(Args))
+        args = parse_args()
+        if args.eval_only:
+            evaluate_saved(args)
+            return
+        results = train(args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -756,7 +786,7 @@ def main() -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        print("interrupted: no checkpoint written", file=sys.stderr)
+        print("interrupted", file=sys.stderr)
         sys.exit(130)
     if results.stopped_by:  # a checkpoint was written
         sys.exit(128 + results.stopped_by)

@@ -32,7 +32,7 @@ def main():
     parser.add_argument("--total-timesteps", type=int, default=100_000)
     parser.add_argument("--learning-starts", type=int, default=10_000)
     parser.add_argument("--exploration-fraction", type=float, default=0.4)
-    parser.add_argument("--torch-threads", type=int, default=0, help="0: every core")
+    parser.add_argument("--torch-threads", type=int, default=os.cpu_count())
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--eval-episodes", type=int, default=10, help="games of the final evaluation")
     parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results"))

@@ -41,7 +41,7 @@ GAME, ENV_ID = "breakout", "BreakoutNoFrameskip-v4"
 
 
 def vector_env(num_envs):
-    return dqn_atari.make_env(ENV_ID, num_envs, seed=0, args=dqn_atari.Args())
+    return dqn_atari.make_env(dqn_atari.Args(env_id=ENV_ID), num_envs)
 
 
 def gymnasium_env(num_envs):
@@ -84,7 +84,7 @@ def update_ms(configs, updates):
         for (threads, channels_last), (q, target, optimizer) in nets.items():
             torch.set_num_threads(threads)
             start = time.perf_counter()
-            loss, _ = dqn_atari.td_loss(q, target, batch, 0.99)
+            loss, _ = dqn_atari.td_loss(q, target, batch, 0.99, "huber", double_q=False)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -99,7 +99,7 @@ def training_steps_per_s(learning_starts, train_steps, out, threads=0):
     args = dqn_atari.Args(
         env_id=ENV_ID, total_timesteps=learning_starts + train_steps, learning_starts=learning_starts,
         buffer_size=1_000_000, start_e=0.92, end_e=0.92, eval_episodes=0, save_model=False,
-        output_dir=out, log_interval=10**9, device="cpu", torch_threads=threads,
+        output_dir=out, log_interval=10**9, device="cpu", torch_threads=threads or os.cpu_count(),
     )
     results = dqn_atari.train(args)
     with open(os.path.join(results.output_dir, "metrics.csv")) as f:

@@ -1,5 +1,6 @@
 """The spec of dqn_atari.py: each test names the behaviour it protects."""
 
+import dataclasses
 import inspect
 import os
 import subprocess
@@ -27,11 +28,21 @@ def atari_args(tmp_path, **overrides):
 # The two files stay in step
 
 
-@pytest.mark.parametrize("name", ["linear_schedule", "select_action", "td_target", "td_loss",
-                                  "update_target", "save_checkpoint", "load_checkpoint",
-                                  "restore_checkpoint", "pickle_env", "catch_stop_signals", "main"])
+@pytest.mark.parametrize("name", ["preset_args", "UsageError", "check_args", "check_memory", "linear_schedule",
+                                  "select_action", "td_target", "td_loss", "update_target", "run_seeds",
+                                  "save_checkpoint", "pickle_env", "load_checkpoint", "stop_signals", "Results",
+                                  "TrainingDiverged", "setup", "make_run_dir", "tensorboard_writer", "describe",
+                                  "evaluate_saved", "parse_args", "main"])
 def test_shared_functions_are_identical_to_dqn(name):
     assert inspect.getsource(getattr(dqn_atari, name)) == inspect.getsource(getattr(dqn, name))
+
+
+def test_loop_state_differs_only_where_pixels_do():
+    """dqn.py keeps n-step windows per env; here the frame buffer does n-step, and lives are tracked."""
+    fields = lambda module: {f.name: f.type for f in dataclasses.fields(module.State)}  # noqa: E731
+    atari, mlp = fields(dqn_atari), fields(dqn)
+    assert set(atari) ^ set(mlp) == {"lives", "windows"}
+    assert all(atari[k] == mlp[k] for k in set(atari) & set(mlp))
 
 
 # ---------------------------------------------------------------------------
@@ -39,7 +50,7 @@ def test_shared_functions_are_identical_to_dqn(name):
 
 
 def test_preprocessed_observation_is_a_stack_of_84x84_uint8_frames():
-    envs = dqn_atari.make_env("BreakoutNoFrameskip-v4", 2, seed=0, args=dqn_atari.Args())
+    envs = dqn_atari.make_env(dqn_atari.Args(), 2)
     obs, info = envs.reset(seed=0)
     assert envs.single_observation_space.shape == (4, 84, 84)
     assert obs.shape == (2, 4, 84, 84) and obs.dtype == np.uint8
@@ -48,7 +59,7 @@ def test_preprocessed_observation_is_a_stack_of_84x84_uint8_frames():
 
 
 def test_stack_is_zero_padded_at_reset_and_shifts_one_frame_per_step():
-    envs = dqn_atari.make_env("BreakoutNoFrameskip-v4", 1, seed=0, args=dqn_atari.Args())
+    envs = dqn_atari.make_env(dqn_atari.Args(), 1)
     obs, _ = envs.reset(seed=0)
     assert not obs[0, :3].any() and obs[0, 3].any()  # [0, 0, 0, first frame]
     for action in [1, 2, 3, 0, 2]:
@@ -63,7 +74,7 @@ def test_v5_and_noframeskip_ids_get_the_same_preprocessing():
     """ALE/Breakout-v5's built-in frame skip 4 and sticky actions 0.25 must not stack on ours."""
     rollouts = []
     for env_id in ["BreakoutNoFrameskip-v4", "ALE/Breakout-v5"]:
-        envs = dqn_atari.make_env(env_id, 1, seed=0, args=dqn_atari.Args())
+        envs = dqn_atari.make_env(dqn_atari.Args(env_id=env_id), 1)
         frames = [envs.reset(seed=3)[0]]
         rng = np.random.default_rng(0)
         frames += [envs.step(rng.integers(0, 4, size=1))[0] for _ in range(100)]
@@ -74,7 +85,7 @@ def test_v5_and_noframeskip_ids_get_the_same_preprocessing():
 
 def test_sticky_actions_are_off_by_default_and_on_by_flag():
     def rollout(**overrides):
-        envs = dqn_atari.make_env("BreakoutNoFrameskip-v4", 1, seed=0, args=dqn_atari.Args(**overrides))
+        envs = dqn_atari.make_env(dqn_atari.Args(**overrides), 1)
         frames, rng = [envs.reset(seed=3)[0]], np.random.default_rng(0)
         frames += [envs.step(rng.integers(0, 4, size=1))[0] for _ in range(100)]
         envs.close()
@@ -185,7 +196,7 @@ def test_buffer_rebuilds_the_stacks_the_atari_env_gave_the_agent():
     """Real frames, 2 envs, short truncated games and a small ring: every sampled
     (obs, next_obs) pair is one the env really returned, on both sides of a reset."""
     args = dqn_atari.Args(max_episode_frames=300)
-    envs = dqn_atari.make_env("BreakoutNoFrameskip-v4", 2, seed=0, args=args)
+    envs = dqn_atari.make_env(args, 2)
     rb = dqn_atari.ReplayBuffer(2 * 150, envs.single_observation_space, 2, seed=0)
     obs, _ = envs.reset(seed=0)
     rb.add(obs[:, -1], np.zeros(2), np.zeros(2), np.zeros(2), np.ones(2, bool))
@@ -253,7 +264,7 @@ def test_cnn_pipeline_learns_a_synthetic_pixel_env(tmp_path):
 
 
 @pytest.mark.parametrize("env_id, message", [("CartPole-v1", "not an Atari env"),
-                                             ("ALE/NotAGame-v5", "unknown env id")])
+                                             ("ALE/NotAGame-v5", "cannot make env")])
 def test_bad_env_id_is_a_one_line_error(tmp_path, env_id, message):
     proc = subprocess.run([sys.executable, os.path.join(REPO, "dqn_atari.py"), "--env-id", env_id,
                            "--output-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)

@@ -68,7 +68,7 @@ def test_interrupt_and_resume_equals_an_uninterrupted_run(module, tmp_path, monk
     assert stopped.stopped_by == signal.SIGINT and stopped.eval_returns == []
     path = os.path.join(stopped.output_dir, "checkpoint.pt")
     _, state = module.load_checkpoint(path)
-    assert 100 < state["loop"]["global_step"] < 600 and state["envs"] is not None
+    assert 100 < state["state"]["global_step"] < 600 and state["envs"] is not None
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers put back
 
     resumed = module.train(module.Args(resume=path))
@@ -81,7 +81,7 @@ def test_resume_without_buffer_refills_it_before_learning(tmp_path, monkeypatch)
     stopped = dqn.train(tiny(dqn, tmp_path, checkpoint_buffer=False))
     path = os.path.join(stopped.output_dir, "checkpoint.pt")
     _, state = dqn.load_checkpoint(path)
-    step, last_loss = state["loop"]["global_step"], state["loop"]["last_loss"]
+    step, last_loss = state["state"]["global_step"], state["state"]["last_loss"]
     assert state["replay_buffer"] is None and state["envs"] is None
 
     resumed = dqn.train(dqn.Args(resume=path))
@@ -117,7 +117,7 @@ dqn.train(dqn.Args(env_id="tests/Chain-v0", hidden_sizes=(16,), batch_size=16, t
     (run_dir,) = [e.path for e in os.scandir(tmp_path / "killed")]
     assert os.path.exists(os.path.join(run_dir, "checkpoint.pt.tmp"))  # the broken write
     _, state = dqn.load_checkpoint(os.path.join(run_dir, "checkpoint.pt"))
-    assert 200 <= state["loop"]["global_step"] < 400  # the first checkpoint, whole
+    assert 200 <= state["state"]["global_step"] < 400  # the first checkpoint, whole
 
     resumed = dqn.train(dqn.Args(resume=run_dir))  # a run directory works too
     whole = dqn.train(tiny(dqn, tmp_path / "whole", checkpoint_every=200))
@@ -137,7 +137,7 @@ def test_nan_loss_stops_the_run_with_the_step_and_keeps_the_last_checkpoint(tmp_
     assert step > 250
     path = re.search(r"last good checkpoint is (\S+)", err).group(1)
     _, state = dqn.load_checkpoint(path)
-    assert state["loop"]["global_step"] < step
+    assert state["state"]["global_step"] < step
     assert all(torch.isfinite(v).all() for v in state["modules"]["q_network"].values())
 
 
@@ -157,7 +157,7 @@ def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tmp_path, script, en
     path = re.search(rf"resume with: python {script} --resume (\S+)", out).group(1)
     module = dqn if script == "dqn.py" else dqn_atari
     args, state = module.load_checkpoint(path)
-    assert args.env_id == env_id and state["loop"]["global_step"] >= 200
+    assert args.env_id == env_id and state["state"]["global_step"] >= 200
 
 
 def test_atari_resume_starts_new_games_where_the_env_cannot_be_saved(tmp_path, monkeypatch):

@@ -11,7 +11,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-import tyro
 
 import dqn
 
@@ -37,6 +36,7 @@ def test_linear_schedule_decays_then_stays():
     assert dqn.linear_schedule(1.0, 0.05, 1000, 500) == pytest.approx(0.525)
     assert dqn.linear_schedule(1.0, 0.05, 1000, 1000) == pytest.approx(0.05)
     assert dqn.linear_schedule(1.0, 0.05, 1000, 5000) == pytest.approx(0.05)
+    assert dqn.linear_schedule(1.0, 0.05, 0, 0) == 0.05  # no decay at all: no division by zero
 
 
 def test_td_target_terminal_stops_bootstrap_truncated_does_not():
@@ -47,8 +47,16 @@ def test_td_target_terminal_stops_bootstrap_truncated_does_not():
     # transition 1: the same s' but terminated -> the target is the reward alone
     # transition 2: not terminated, max over negative Q-values is -1
     terminated = torch.tensor([0.0, 1.0, 0.0])
-    y = dqn.td_target(target_net, rewards, next_obs, terminated, gamma=0.9)
+    y = dqn.td_target(target_net, target_net, rewards, next_obs, terminated, discount=0.9, double_q=False)
     assert y.tolist() == pytest.approx([1.0 + 0.9 * 5.0, 1.0, 2.0 + 0.9 * -1.0])
+
+
+def test_double_q_target_takes_the_online_nets_action_valued_by_the_target_net():
+    online = q_table_network([[0.0, 0.0], [1.0, 0.0]])  # in s' = 1 the online net prefers action 0
+    target = q_table_network([[0.0, 0.0], [3.0, 5.0]])  # the target net values it 3 (and prefers 1)
+    args = (torch.tensor([1.0]), torch.tensor([1]), torch.tensor([0.0]), 0.5)
+    assert dqn.td_target(online, target, *args, double_q=True).item() == pytest.approx(1.0 + 0.5 * 3.0)
+    assert dqn.td_target(online, target, *args, double_q=False).item() == pytest.approx(1.0 + 0.5 * 5.0)
 
 
 def test_td_loss_uses_the_taken_action_and_the_target_network():
@@ -56,13 +64,15 @@ def test_td_loss_uses_the_taken_action_and_the_target_network():
     target = q_table_network([[0.0, 0.0], [4.0, 3.0]])
     batch = (torch.tensor([0, 0]), torch.tensor([1, 0]), torch.tensor([0.5, 0.0]),
              torch.tensor([1, 1]), torch.tensor([0.0, 1.0]))
-    loss, q = dqn.td_loss(online, target, batch, gamma=0.5)
+    loss, q = dqn.td_loss(online, target, batch, discount=0.5, loss="huber", double_q=False)
     assert q.tolist() == [2.0, 1.0]  # Q(s=0, a=1), Q(s=0, a=0)
     # targets: 0.5 + 0.5 * max(4, 3) = 2.5 and 0.0 (terminated); errors -0.5 and 1.0
     errors = np.array([2.0 - 2.5, 1.0 - 0.0])
     expected = {"mse": np.mean(errors ** 2),
                 "huber": np.mean(np.where(abs(errors) < 1, 0.5 * errors ** 2, abs(errors) - 0.5))}
-    assert loss.item() == pytest.approx(expected[dqn.DEFAULTS["loss"]])
+    assert loss.item() == pytest.approx(expected["huber"])
+    mse, _ = dqn.td_loss(online, target, batch, discount=0.5, loss="mse", double_q=False)
+    assert mse.item() == pytest.approx(expected["mse"])
     loss.backward()
     assert target.mlp[-1].weight.grad is None  # no gradient flows into the target
 
@@ -228,8 +238,8 @@ def test_episode_returns_are_whole_episodes(tiny_args):
 
 def test_same_seed_same_run_different_seed_different_run(tmp_path):
     def run(seed):
-        args = dqn.Args(env_id="CartPole-v1", seed=seed, total_timesteps=3_000, learning_starts=500,
-                        eval_episodes=2, output_dir=str(tmp_path), log_interval=100_000)
+        args = dqn.preset_args("CartPole-v1", seed=seed, total_timesteps=3_000, learning_starts=500,
+                               eval_episodes=2, output_dir=str(tmp_path), log_interval=100_000)
         return dqn.train(args)
 
     a, b, c = run(1), run(1), run(2)
@@ -250,7 +260,7 @@ def test_run_writes_metrics_summary_and_model(tiny_args):
     saved = torch.load(os.path.join(results.output_dir, "model.pt"))
     assert saved["args"]["env_id"] == "tests/Chain-v0"
     net = dqn.QNetwork(gym.spaces.Box(0, 1e6, shape=(3,)), 3, tuple(saved["args"]["hidden_sizes"]),
-                       saved["args"]["layer_norm"])
+                       saved["args"]["layer_norm"], saved["args"]["small_last_layer"])
     net.load_state_dict(saved["q_network"])
     assert len(results.eval_returns) == 3
 
@@ -280,7 +290,7 @@ def test_import_has_no_side_effects(tmp_path):
 
 def test_learns_cartpole(tmp_path):
     """The default CartPole run: the greedy policy balances the pole for the whole episode."""
-    results = dqn.train(dqn.Args(env_id="CartPole-v1", seed=1, output_dir=str(tmp_path)))
+    results = dqn.train(dqn.preset_args("CartPole-v1", seed=1, output_dir=str(tmp_path)))
     assert np.mean(results.eval_returns) >= 475
     assert np.mean(results.episode_returns[-20:]) >= 400
 
@@ -301,7 +311,9 @@ def run_main(monkeypatch, capsys, *argv):
     (["--env-id", "Pendulum-v1"], "Discrete action space"),
     (["--env-id", "NoSuchEnv-v0"], "NoSuchEnv"),
     (["--batch-size", "64", "--buffer-size", "32"], "--buffer-size"),
-    (["--total-timesteps", "1000", "--learning-starts", "5000"], "--learning-starts"),
+    (["--total-timesteps", "1000", "--learning-starts", "5000"], "--learning-starts 5000"),
+    (["--loss", "foo"], "'foo'"),
+    (["--total-timesteps", "abc"], "--total-timesteps"),
     (["--gamma", "1.5"], "--gamma"),
     (["--env-id", "Blackjack-v1"], "unsupported observation space"),
     (["--checkpoint-every", "-1"], "--checkpoint-every"),
@@ -331,11 +343,22 @@ def test_missing_optional_package_says_what_to_install(monkeypatch, capsys, tmp_
 
 
 def test_preset_switches_are_flags_that_override_the_preset():
-    parse = lambda *argv: dqn.resolve_args(tyro.cli(dqn.Args, args=["--env-id", "CartPole-v1", *argv]))
+    parse = lambda *argv: dqn.parse_args(["--env-id", "CartPole-v1", *argv])  # noqa: E731
     assert parse().layer_norm is True  # CartPole's preset
     assert parse("--no-layer-norm").layer_norm is False
     assert parse("--double-q").double_q is True and parse("--no-double-q").double_q is False
-    assert dqn.resolve_args(tyro.cli(dqn.Args, args=["--env-id", "Acrobot-v1", "--small-last-layer"])).small_last_layer
+    assert dqn.parse_args(["--env-id", "Acrobot-v1", "--small-last-layer"]).small_last_layer
+    assert dqn.parse_args(["--env-id=Acrobot-v1", "--seed", "3"]) == dqn.preset_args("Acrobot-v1", seed=3)
+    assert dqn.parse_args([]) == dqn.preset_args("CartPole-v1")  # the default env's preset
+    assert dqn.parse_args(["--env-id", "FrozenLake-v1"]) == dqn.Args(env_id="FrozenLake-v1")  # no preset
+
+
+def test_help_shows_the_values_of_the_env_given():
+    out = subprocess.run([sys.executable, os.path.join(REPO, "dqn.py"), "--env-id", "MountainCar-v0", "--help"],
+                         capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert out.returncode == 0 and "None" not in out.stdout
+    assert "(default: 256 256)" in out.stdout and "(default: 0.004)" in out.stdout  # MountainCar's
+    assert "{huber,mse}" in out.stdout
 
 
 def test_cli_bad_input_has_no_traceback(tmp_path):
