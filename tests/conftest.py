@@ -89,6 +89,29 @@ class SquareEnv(gym.Env):
 gym.register(id="tests/Square-v0", entry_point=SquareEnv)
 
 
+class ConstantEnv(gym.Env):
+    """Reward 1 on every step, whatever the action; the episode never terminates and is only
+    truncated by its time limit. So Q(s, a) = 1 / (1 - gamma) exactly, for any n-step return:
+    a target that mistakes truncation for termination, or discounts wrongly, learns another value.
+    pixels=True gives dqn_atari.py's observations (a stack of blank frames)."""
+
+    def __init__(self, pixels=False):
+        self.observation_space = (gym.spaces.Box(0, 255, (4, 36, 36), np.uint8) if pixels
+                                  else gym.spaces.Discrete(1))
+        self.action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.observation_space.sample() * 0, {}
+
+    def step(self, action):
+        return self.observation_space.sample() * 0, 1.0, False, False, {}
+
+
+gym.register(id="tests/Constant-v0", entry_point=ConstantEnv, max_episode_steps=5)
+gym.register(id="tests/ConstantPixels-v0", entry_point=ConstantEnv, max_episode_steps=5, kwargs={"pixels": True})
+
+
 @pytest.fixture
 def tiny_args(tmp_path):
     """Arguments for a run that takes well under a second, writing into a temp dir."""

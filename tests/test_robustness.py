@@ -1,0 +1,203 @@
+"""What a user may try, in both files: odd envs, bad input, tiny budgets, interruptions,
+a trained agent evaluated again. Each test names the behaviour it protects."""
+
+import json
+import os
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import dqn
+import dqn_atari
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BOTH = pytest.mark.parametrize("module", [dqn, dqn_atari], ids=["dqn", "dqn_atari"])
+
+
+def tiny(module, tmp_path, **overrides):
+    if module is dqn:
+        settings = dict(env_id="tests/Chain-v0", hidden_sizes=(16,), batch_size=16)
+    else:
+        settings = dict(env_id="tests/Square-v0", batch_size=8, target_network_frequency=50, device="cpu",
+                        torch_threads=1)
+    settings.update(total_timesteps=400, learning_starts=100, buffer_size=1_000, eval_episodes=3,
+                    output_dir=str(tmp_path), log_interval=10**6)
+    return module.Args(**{**settings, **overrides})
+
+
+# ---------------------------------------------------------------------------
+# The learned value, end to end through train()
+
+
+@BOTH
+@pytest.mark.parametrize("n_step", [1, 3])
+def test_learned_q_equals_the_closed_form_on_a_time_limited_constant_reward(module, n_step, tmp_path):
+    """Reward 1 for ever, cut by a time limit: Q = 1 / (1 - gamma) = 2 at gamma 0.5. Storing a
+    truncation as a termination, or bootstrapping with gamma ** (n - 1), learns another value."""
+    pixels = module is dqn_atari
+    args = tiny(module, tmp_path, env_id="tests/ConstantPixels-v0" if pixels else "tests/Constant-v0",
+                gamma=0.5, n_step=n_step, total_timesteps=2_500, learning_rate=3e-3, batch_size=32,
+                train_frequency=1, target_network_frequency=50, eval_episodes=0, learning_starts=100,
+                **({} if pixels else dict(hidden_sizes=(16,))))
+    q_network = module.train(args, verbose=False).q_network
+    obs = torch.zeros((1, 4, 36, 36), dtype=torch.uint8) if pixels else torch.zeros(1, dtype=torch.int64)
+    assert q_network(obs)[0].tolist() == pytest.approx([2.0, 2.0], abs=0.05)
+
+
+# ---------------------------------------------------------------------------
+# Random streams
+
+
+def test_every_random_stream_has_its_own_seed():
+    """Exploration, replay, network, each env and the evaluation episodes of runs 1 and 2:
+    no two streams start from the same seed (env i and episode i take seed + i)."""
+    streams = [s + i for run in (1, 2) for name, s in dqn.run_seeds(run).items()
+               for i in (range(64) if name in ("envs", "eval") else [0])]
+    assert len(set(streams)) == len(streams)
+    assert dqn.run_seeds(1) == dqn.run_seeds(1) == dqn_atari.run_seeds(1)
+
+
+def test_exploration_draws_nothing_like_an_env(tmp_path):
+    seeds = dqn.run_seeds(1)
+    envs = dqn.make_env(dqn.Args(env_id="tests/Chain-v0", num_envs=2), 2)
+    envs.reset(seed=seeds["envs"])
+    env_draws = [e.np_random.bit_generator.state for e in envs.envs]
+    explore = np.random.default_rng(seeds["explore"]).bit_generator.state
+    replay = np.random.default_rng(seeds["replay"]).bit_generator.state
+    assert explore != replay and explore not in env_draws and replay not in env_draws
+    envs.close()
+
+
+# ---------------------------------------------------------------------------
+# Tiny budgets and odd envs
+
+
+@pytest.mark.parametrize("overrides", [dict(total_timesteps=4, learning_starts=0),
+                                       dict(n_step=3, learning_starts=0, train_frequency=1),
+                                       dict(exploration_fraction=0.0)])
+def test_tiny_budgets_train_without_error(tmp_path, overrides):
+    results = dqn.train(tiny(dqn, tmp_path, **overrides), verbose=False)
+    assert results.args.total_timesteps == overrides.get("total_timesteps", 400)
+
+
+def test_evaluation_of_a_looping_policy_ends(tmp_path, capsys):
+    """CliffWalking has no time limit; a policy that walks into the wall never ends an episode."""
+    args = dqn.Args(env_id="CliffWalking-v1", eval_episodes=2, eval_max_steps=300)
+    q_network = dqn.QNetwork(gym.spaces.Discrete(48), 4, hidden_sizes=())
+    with torch.no_grad():  # always action 0: up, against the top wall
+        q_network.mlp[-1].weight.zero_()
+        q_network.mlp[-1].bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]))
+    returns = dqn.evaluate(q_network, args, torch.device("cpu"))
+    assert returns == [-300.0, -300.0]
+    assert "2 of 2 evaluation episodes were cut short at --eval-max-steps 300" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------
+# A trained agent, evaluated again; train() as a library
+
+
+@BOTH
+def test_eval_only_reproduces_the_runs_evaluation(module, tmp_path, capsys):
+    results = module.train(tiny(module, tmp_path), verbose=False)
+    assert capsys.readouterr().out == ""  # verbose=False prints nothing
+    again = module.evaluate_saved(module.Args(eval_only=results.output_dir, eval_episodes=3,
+                                              device="cpu", torch_threads=1))
+    assert again == results.eval_returns and len(again) == 3
+
+
+@BOTH
+def test_train_puts_back_the_torch_thread_count(module, tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        module.train(tiny(module, tmp_path, torch_threads=1, eval_episodes=0), verbose=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_model_is_saved_before_the_evaluation(tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dqn, "evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        dqn.train(tiny(dqn, tmp_path), verbose=False)
+    (run_dir,) = os.listdir(tmp_path)
+    assert "q_network" in torch.load(os.path.join(tmp_path, run_dir, "model.pt"))
+
+
+def test_training_time_adds_up_over_a_resume_and_excludes_the_evaluation(tmp_path, monkeypatch):
+    real, calls = dqn.linear_schedule, [0]
+
+    def schedule(*args):  # a Ctrl-C in the 200th iteration, and a known time per iteration
+        calls[0] += 1
+        if calls[0] == 200:
+            os.kill(os.getpid(), 2)
+        return real(*args)
+
+    monkeypatch.setattr(dqn, "linear_schedule", schedule)
+    stopped = dqn.train(tiny(dqn, tmp_path, eval_episodes=0), verbose=False)
+    _, checkpoint = dqn.load_checkpoint(os.path.join(stopped.output_dir, "checkpoint.pt"))
+    first_segment = checkpoint["state"]["train_seconds"]
+    monkeypatch.setattr(dqn, "evaluate", lambda *a, **k: __import__("time").sleep(1.0) or [])
+    resumed = dqn.train(dqn.Args(resume=stopped.output_dir), verbose=False)
+    with open(os.path.join(resumed.output_dir, "summary.json")) as f:
+        train_seconds = json.load(f)["train_seconds"]
+    assert first_segment > 0 and first_segment < train_seconds < first_segment + 1.0  # not the 1 s evaluation
+
+
+# ---------------------------------------------------------------------------
+# Bad input: one line on stderr, exit code 2, no traceback, nothing on disk
+
+
+def run_cli(script, tmp_path, *argv):
+    proc = subprocess.run([sys.executable, os.path.join(REPO, script), *argv, "--output-dir", str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained")
+    return dqn.train(tiny(dqn, out), verbose=False).output_dir
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "cuda:99"], "--device cuda"),
+    (["--device", "nonsense"], "--device nonsense"),
+    (["--seed", "-1"], "--seed -1"),
+    (["--total-timesteps", "500"], "--total-timesteps 500"),
+    (["--total-timesteps", "abc"], "--total-timesteps"),
+    (["--loss", "foo"], "'foo'"),
+    (["--buffer-size", "10000000000000"], "GB of memory"),
+    (["--env-id", "ALE/Pong-v5"], "dqn_atari.py"),
+    (["--env-id", "ale_py:ALE/Pong-v5"], "dqn_atari.py"),
+    (["--env-id", "Pendulum-v1"], "Discrete action space"),
+    (["--resume", "MODEL"], "--eval-only"),
+    (["--resume", "NOT_A_CHECKPOINT"], "not a checkpoint"),
+    (["--eval-only", "NOT_A_CHECKPOINT"], "no model.pt"),
+])
+def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, trained_run, argv, words):
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    argv = [{"MODEL": os.path.join(trained_run, "model.pt"), "NOT_A_CHECKPOINT": str(junk)}.get(a, a) for a in argv]
+    code, err = run_cli("dqn.py", tmp_path, *argv)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and words in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--env-id", "CartPole-v1"], "use dqn.py"),
+    (["--device", "nonsense"], "--device nonsense"),
+    (["--buffer-size", "10000000000000"], "GB of memory"),
+    (["--frame-size", "20"], "--frame-size 20"),
+])
+def test_atari_bad_input_is_one_line_and_leaves_nothing(tmp_path, argv, words):
+    code, err = run_cli("dqn_atari.py", tmp_path, *argv)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and words in err, err
+    assert not (tmp_path / "runs").exists()
