@@ -356,6 +356,19 @@ def n_step_transitions(windows, real, obs, actions, rewards, next_obs, terminate
     return tuple(np.array(column) for column in zip(*out))
 
 
+def gradient_step(q_network, target_network, optimizer, batch, args: Args) -> float:
+    """One Adam step of the online network towards the n-step TD target; returns the loss.
+    A NaN or infinite loss is returned without a step, so the weights stay finite."""
+    loss, _ = td_loss(q_network, target_network, batch, args.gamma ** args.n_step, args.loss, args.double_q)
+    if torch.isfinite(loss):
+        optimizer.zero_grad()
+        loss.backward()
+        if args.max_grad_norm:
+            nn.utils.clip_grad_norm_(q_network.parameters(), args.max_grad_norm)
+        optimizer.step()
+    return loss.item()
+
+
 def update_target(target_network: nn.Module, q_network: nn.Module, tau: float) -> None:
     """target <- tau * online + (1 - tau) * target; tau = 1 is an exact copy."""
     with torch.no_grad():
@@ -591,20 +604,14 @@ def train(args: Args, verbose: bool = True) -> Results:
             if state.global_step > state.learning_starts and rb.size >= args.batch_size:
                 rounds = state.global_step // args.train_frequency - prev_step // args.train_frequency
                 for _ in range(rounds * args.gradient_steps):
-                    loss, _ = td_loss(q_network, target_network, rb.sample(args.batch_size, device),
-                                      args.gamma ** args.n_step, args.loss, args.double_q)
-                    state.last_loss = loss.item()
+                    state.last_loss = gradient_step(q_network, target_network, optimizer,
+                                                    rb.sample(args.batch_size, device), args)
                     state.recent_losses.append(state.last_loss)
-                    if not np.isfinite(state.last_loss):  # stop before the step writes NaN into the weights
+                    if not math.isfinite(state.last_loss):
                         raise TrainingDiverged(
                             f"the TD loss is {state.last_loss} at step {state.global_step}; training stopped, "
                             + (f"the last good checkpoint is {checkpoint_path}" if os.path.exists(checkpoint_path)
                                else "no checkpoint was written"))
-                    optimizer.zero_grad()
-                    loss.backward()
-                    if args.max_grad_norm:
-                        nn.utils.clip_grad_norm_(q_network.parameters(), args.max_grad_norm)
-                    optimizer.step()
                 if state.global_step // args.target_network_frequency > prev_step // args.target_network_frequency:
                     update_target(target_network, q_network, args.tau)
 
@@ -643,22 +650,26 @@ def train(args: Args, verbose: bool = True) -> Results:
                 break
         state.train_seconds = time.time() - clock
 
+    results = Results(args, q_network, state.episode_returns, state.episode_steps, state.losses, [], rb, run_dir,
+                      stopped_by=stop[0] if stop else 0)
     if stop:
         say(f"stopped at step {state.global_step} by {signal.Signals(stop[0]).name}; checkpoint: {checkpoint_path}\n"
             f"resume with: python {os.path.basename(__file__)} --resume {checkpoint_path}", flush=True)
-        return Results(args, q_network, state.episode_returns, state.episode_steps, state.losses, [], rb, run_dir,
-                       stop[0])
+        return results
     if args.save_model:  # before the evaluation, which a Ctrl-C may cut
         torch.save({"q_network": q_network.state_dict(), "args": dataclasses.asdict(args)},
                    os.path.join(run_dir, "model.pt"))
-    eval_returns = evaluate(q_network, args, device, os.path.join(run_dir, "videos") if args.capture_video else "",
-                            say=say)
+    try:
+        results.eval_returns = evaluate(q_network, args, device, os.path.join(run_dir, "videos") if args.capture_video
+                                        else "", say=say)
+    except KeyboardInterrupt:
+        say(f"evaluation interrupted; the trained network is in {run_dir}/model.pt" if args.save_model else "")
+        raise
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump({"args": dataclasses.asdict(args), "train_seconds": state.train_seconds,
-                   "eval_returns": eval_returns, "episodes": len(state.episode_returns)}, f, indent=1)
+                   "eval_returns": results.eval_returns, "episodes": len(state.episode_returns)}, f, indent=1)
     say(f"results in {run_dir}")
-    return Results(args, q_network, state.episode_returns, state.episode_steps, state.losses, eval_returns, rb,
-                   run_dir)
+    return results
 
 
 def restore_checkpoint(checkpoint: dict, args: Args, modules: dict, envs, rb, seeds: dict):
@@ -726,8 +737,9 @@ def tensorboard_writer(run_dir: str):
 
 def describe(args: Args, device: torch.device, run_dir: str) -> str:
     """The run's first lines: env, device, the settings that differ from Args' defaults, the output."""
-    changed = [f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, tuple) else v}"
-               for k, v in dataclasses.asdict(args).items()
+    flag = lambda k, v: (f"--{'' if v else 'no-'}{k}" if isinstance(v, bool)  # noqa: E731
+                         else f"--{k} {' '.join(map(str, v)) if isinstance(v, tuple) else v}")
+    changed = [flag(k.replace("_", "-"), v) for k, v in dataclasses.asdict(args).items()
                if k not in ("env_id", "seed", "output_dir", "resume") and v != getattr(Args, k)]
     return (f"{args.env_id}, seed {args.seed}, on {device}; settings other than the defaults: "
             f"{' '.join(changed) or 'none'}\noutput: {run_dir}")

@@ -29,7 +29,7 @@ def atari_args(tmp_path, **overrides):
 
 
 @pytest.mark.parametrize("name", ["preset_args", "UsageError", "check_args", "check_memory", "linear_schedule",
-                                  "select_action", "td_target", "td_loss", "update_target", "run_seeds",
+                                  "select_action", "td_target", "td_loss", "gradient_step", "update_target", "run_seeds",
                                   "save_checkpoint", "pickle_env", "load_checkpoint", "stop_signals", "Results",
                                   "TrainingDiverged", "setup", "make_run_dir", "tensorboard_writer", "describe",
                                   "evaluate_saved", "parse_args", "main"])
