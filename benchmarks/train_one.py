@@ -5,7 +5,8 @@
     python benchmarks/train_one.py --impl sb3 --env-id CartPole-v1 --seed 1 --out DIR --launched UNIX_TIME
 
 --impl dqn trains dqn.py as `python dqn.py` does (dqn.main(), the same CLI flags), with the
-vector env that dqn.make_env builds wrapped in an episode recorder. --impl sb3 trains
+vector env that dqn.make_env builds wrapped in an episode recorder; --impl dqn_atari does the
+same with dqn_atari.py (whose env gives whole games, unclipped rewards). --impl sb3 trains
 Stable-Baselines3's DQN with the rl-baselines3-zoo settings for the env, each env wrapped in
 the same kind of recorder, then runs its greedy policy for 10 episodes as dqn.py does.
 
@@ -14,9 +15,11 @@ return, length) and summary.json (greedy evaluation returns, env steps, settings
 """
 
 import argparse
+import importlib
 import json
 import os
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -56,14 +59,21 @@ SB3_ZOO = {
 
 
 def train_dqn(opts, dqn_flags: list, log: EpisodeLog) -> dict:
-    """dqn.main() with `python dqn.py`'s flags; dqn.make_env's vector env is recorded."""
+    """dqn.main() with `python dqn.py`'s flags (or dqn_atari's); the training env is recorded."""
     sys.path.insert(0, REPO)
-    import dqn
+    dqn = importlib.import_module(opts.impl)  # dqn.py or dqn_atari.py: the same main(), make_env, train
 
-    make_env, train, results = dqn.make_env, dqn.train, []
-    dqn.make_env = lambda *a, **kw: VectorEpisodeRecorder(make_env(*a, **kw), log)
-    dqn.train = lambda args: results.append(train(args)) or results[-1]
-    sys.argv = ["dqn.py", "--env-id", opts.env_id, "--seed", str(opts.seed), "--output-dir", opts.out,
+    make_env, train, results, made = dqn.make_env, dqn.train, [], []
+
+    def make_recorded_env(*args, **kwargs):
+        """The first env train() makes is its training env; a later one (dqn_atari.py's
+        evaluation) is not training, and not recorded."""
+        made.append(make_env(*args, **kwargs))
+        return VectorEpisodeRecorder(made[-1], log) if len(made) == 1 else made[-1]
+
+    dqn.make_env = make_recorded_env
+    dqn.train = lambda *a, **kw: results.append(train(*a, **kw)) or results[-1]
+    sys.argv = [f"{opts.impl}.py", "--env-id", opts.env_id, "--seed", str(opts.seed), "--output-dir", opts.out,
                 *([] if opts.total_timesteps is None else ["--total-timesteps", str(opts.total_timesteps)]),
                 *dqn_flags]
     dqn.main()  # exits with dqn.py's exit code on an error
@@ -115,10 +125,23 @@ def train_sb3(opts, log: EpisodeLog) -> dict:
             "settings": {"sb3_version": stable_baselines3.__version__, **hp}}
 
 
+def exit_with_parent() -> None:
+    """Ends this process if the one that started it dies (a Ray worker killed mid-run, say), so
+    that no training outlives its runner. Polled: POSIX has no portable signal for it."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main():
     # allow_abbrev=False: a dqn.py flag is never taken for an abbreviation of one of these
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
-    parser.add_argument("--impl", choices=["dqn", "sb3"], required=True)
+    parser.add_argument("--impl", choices=["dqn", "dqn_atari", "sb3"], required=True)
     parser.add_argument("--env-id", required=True)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--out", required=True, help="directory for episodes.csv and summary.json")
@@ -130,11 +153,12 @@ def main():
     if opts.impl == "sb3" and rest:
         parser.error(f"unrecognised arguments for --impl sb3: {' '.join(rest)}")
     launched = time.time() if opts.launched is None else opts.launched
+    exit_with_parent()
     os.makedirs(opts.out, exist_ok=True)
 
     log = EpisodeLog(os.path.join(opts.out, "episodes.csv"), launched)
     try:
-        summary = train_dqn(opts, rest, log) if opts.impl == "dqn" else train_sb3(opts, log)
+        summary = train_sb3(opts, log) if opts.impl == "sb3" else train_dqn(opts, rest, log)
     finally:
         log.close()
     summary = {"impl": opts.impl, "env_id": opts.env_id, "seed": opts.seed, "launched": launched,

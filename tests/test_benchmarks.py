@@ -1,4 +1,6 @@
-"""benchmarks/: the episode recorders count what dqn.py counts, and run.py --quick works end to end."""
+"""benchmarks/: the episode recorders count what dqn.py counts, run.py --quick works end to end,
+a failed run shows in the table, and the figures it reports are the ones defined.
+(tests/test_sweep_ray.py: the same runner on Ray.)"""
 
 import csv
 import importlib.util
@@ -14,6 +16,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
 from episode_log import EpisodeLog, EpisodeRecorder, VectorEpisodeRecorder  # noqa: E402
+
+RUN = os.path.join(REPO, "benchmarks", "run.py")
 
 
 def read_log(path):
@@ -63,13 +67,16 @@ def test_quick_benchmark_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with open(out / "results.md") as f:
         md = f.read()
-    rows = [line for line in md.splitlines() if line.startswith("| ") and "CartPole-v1" in line]
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "CartPole-v1 (threshold" in line]
     has_sb3 = importlib.util.find_spec("stable_baselines3") is not None
     impls = ["dqn.py"] + (["SB3 DQN (rl-zoo)"] if has_sb3 else [])
     assert [row.split(" | ")[0].lstrip("| ") for row in rows] == impls
     if not has_sb3:
         assert "Stable-Baselines3 is not installed" in md
     assert "quoted and not measured here" in md and "488.69" in md
+    if importlib.util.find_spec("rliable"):  # IQM [95% CI]; one seed: an interval of one point
+        assert all(row.split(" | ")[5].count("[") == 1 for row in rows)
+        assert "| dqn.py | CartPole-v1 | 1 | " in md  # the across-envs table
     for impl in ["dqn"] + (["sb3"] if has_sb3 else []):
         run_dir = out / "runs" / impl / "CartPole-v1" / "seed1"
         episodes = read_log(run_dir / "episodes.csv")
@@ -94,3 +101,87 @@ def test_atari_curve_writes_table_and_plot(tmp_path):
     assert "| 1,500 |" in md and "--total-timesteps 1500" in md
     if importlib.util.find_spec("matplotlib"):
         assert (out / "atari_breakout.png").stat().st_size > 0
+
+
+def test_a_failed_run_is_a_row_with_its_error(tmp_path):
+    """A grid value dqn.py rejects: the sweep goes on, the run is in the table as failed with
+    dqn.py's error line, in results.json too, and the runner exits with 1."""
+    out = tmp_path / "bench"
+    proc = subprocess.run([sys.executable, RUN, "--quick", "--seeds", "1", "--no-sb3",
+                           "--grid", "learning-rate=abc", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "1 of 1 runs failed" in proc.stderr
+    md = (out / "results.md").read_text()
+    [row] = [line for line in md.splitlines() if line.startswith("| dqn.py --learning-rate abc | CartPole-v1 (")]
+    cells = row.split(" | ")
+    assert cells[2] == "0 of 1" and cells[-1].startswith("seed 1: exit 2: error:") and "'abc'" in cells[-1]
+    [run] = json.loads((out / "results.json").read_text())
+    assert cells[-1] == f"seed 1: {run['error']} |" and run["returncode"] == 2
+    assert (out / "runs" / "dqn--learning-rate=abc" / "CartPole-v1" / "seed1" / "stdout.txt").exists()
+
+
+def test_ray_not_installed_is_one_line(tmp_path):
+    """--ray where Ray cannot be imported: what to install, exit status 1, no traceback."""
+    hide_ray = ("import runpy, sys; sys.modules['ray'] = None; sys.argv = sys.argv[1:]; "
+                "runpy.run_path(sys.argv[0], run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", hide_ray, RUN, "--quick", "--ray", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr == "error: --ray needs Ray: pip install -r benchmarks/requirements.txt\n"
+    assert proc.stdout == "" and not os.listdir(tmp_path)
+
+
+def test_grid_is_every_combination_named_by_its_flags():
+    import run
+
+    assert run.parse_grid([]) == [[]]
+    grid = run.parse_grid(["learning-rate=1e-3,3e-4", "--n-step=1,3"])
+    assert grid == [[("learning-rate", "1e-3"), ("n-step", "1")], [("learning-rate", "1e-3"), ("n-step", "3")],
+                    [("learning-rate", "3e-4"), ("n-step", "1")], [("learning-rate", "3e-4"), ("n-step", "3")]]
+    runs = run.plan_runs(["CartPole-v1", "BreakoutNoFrameskip-v4"], 2, grid, sb3=True, sb3_python=None)
+    assert len(runs) == 2 * 2 * (4 + 1) - 2  # SB3 once per env and seed, and only where rl-zoo has settings
+    first = runs[0]
+    assert first["flags"] == ["--learning-rate", "1e-3", "--n-step", "1"]
+    assert first["label"] == "dqn.py --learning-rate 1e-3 --n-step 1"
+    assert first["variant"] == "dqn--learning-rate=1e-3--n-step=1"
+    assert {r["impl"] for r in runs if r["env_id"] == "BreakoutNoFrameskip-v4"} == {"dqn_atari"}
+    assert len({(r["variant"], r["env_id"], r["seed"]) for r in runs}) == len(runs)  # each its own run dir
+
+
+def test_random_scores_are_what_random_policy_score_measures():
+    import run
+
+    for env_id, score in run.RANDOM_SCORES.items():
+        assert round(run.random_policy_score(env_id), 1) == score, env_id
+
+
+def test_iqm_is_the_mean_of_the_middle_half():
+    """Four runs: the IQM drops the best and the worst; the interval holds the point estimate."""
+    import run
+
+    rliable, error = run.load_rliable()
+    if rliable is None:
+        import pytest
+        pytest.skip(f"rliable: {error}")
+    stats = run.iqm_and_mean(np.array([[1.0], [2.0], [3.0], [100.0]]), rliable)
+    iqm, low, high = stats["iqm"]
+    assert iqm == 2.5 and low <= iqm <= high
+    assert stats["mean"][0] == 26.5
+    # across envs: a runs x envs matrix, runs resampled within each env
+    stats = run.iqm_and_mean(np.array([[0.0, 1.0], [0.0, 1.0]]), rliable)
+    assert stats["iqm"] == (0.5, 0.5, 0.5)
+
+
+def test_atari_ids_train_with_dqn_atari_and_only_training_is_recorded(tmp_path):
+    """An ALE id goes to dqn_atari.py; its evaluation games (an env it makes after the training
+    env) are not counted as training episodes: the env steps are the budget's."""
+    out = tmp_path / "bench"
+    proc = subprocess.run([sys.executable, RUN, "--envs", "BreakoutNoFrameskip-v4", "--seeds", "1",
+                           "--total-timesteps", "1000", "--out", str(out), "--dqn-args", "--learning-starts", "500",
+                           "--buffer-size", "1000", "--eval-episodes", "1", "--eval-max-steps", "300",
+                           "--torch-threads", "1"], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [run] = json.loads((out / "results.json").read_text())
+    assert run["label"] == "dqn_atari.py" and run["total_steps"] == 1000
+    assert run["steps"][-1] <= 1000 and len(run["returns"]) > 0
