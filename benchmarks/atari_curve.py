@@ -35,6 +35,8 @@ def main():
     parser.add_argument("--torch-threads", type=int, default=os.cpu_count())
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--eval-episodes", type=int, default=10, help="games of the final evaluation")
+    parser.add_argument("--num-envs", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results"))
     opts = parser.parse_args()
 
@@ -42,6 +44,7 @@ def main():
              "--learning-starts", str(opts.learning_starts),
              "--exploration-fraction", str(opts.exploration_fraction), "--torch-threads", str(opts.torch_threads),
              "--buffer-size", str(min(1_000_000, opts.total_timesteps)), "--eval-episodes", str(opts.eval_episodes),
+             "--num-envs", str(opts.num_envs), "--device", opts.device,
              "--output-dir", os.path.join(opts.out, "runs", "atari"), "--no-save-model"]
     command = ["python", "dqn_atari.py", *flags]
     print(" ".join(command), flush=True)
@@ -66,7 +69,8 @@ def main():
     first = returns[:window].mean()
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
     md = (f"Produced by `python benchmarks/atari_curve.py --env-id {opts.env_id} --total-timesteps "
-          f"{opts.total_timesteps} --learning-starts {opts.learning_starts} --torch-threads {opts.torch_threads}` on {time.strftime('%Y-%m-%d')} "
+          f"{opts.total_timesteps} --learning-starts {opts.learning_starts} --torch-threads {opts.torch_threads} "
+          f"--num-envs {opts.num_envs} --device {opts.device}` on {time.strftime('%Y-%m-%d')} "
           f"({machine}), which ran `{' '.join(command)}`.\n\n"
           f"| budget (env steps) | games | mean return, first {window} games | last {window} games | "
           f"evaluation (epsilon 0.05, {len(eval_returns)} games) | wall time |\n|---|---|---|---|---|---|\n"

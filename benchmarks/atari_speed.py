@@ -94,12 +94,13 @@ def update_ms(configs, updates):
     return {c: 1000 * float(np.median(t)) for c, t in times.items()}
 
 
-def training_steps_per_s(learning_starts, train_steps, out, threads=0):
+def training_steps_per_s(learning_starts, train_steps, out, threads=0, device="cpu", num_envs=1):
     """Steps/s between the first and last game that ended after learning started."""
     args = dqn_atari.Args(
         env_id=ENV_ID, total_timesteps=learning_starts + train_steps, learning_starts=learning_starts,
         buffer_size=1_000_000, start_e=0.92, end_e=0.92, eval_episodes=0, save_model=False,
-        output_dir=out, log_interval=10**9, device="cpu", torch_threads=threads or os.cpu_count(),
+        output_dir=out, log_interval=10**9, device=device, torch_threads=threads or os.cpu_count(),
+        num_envs=num_envs,
     )
     results = dqn_atari.train(args)
     with open(os.path.join(results.output_dir, "metrics.csv")) as f:
@@ -130,8 +131,17 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer steps and rounds")
     parser.add_argument("--cleanrl", nargs=2, metavar=("PYTHON", "SCRIPT"),
                         help="also time CleanRL's dqn_atari.py, side by side")
+    parser.add_argument("--device", default="cpu",
+                        help="cuda: only the training steps/s, on the GPU, with 1, 8 and 16 envs")
     opts = parser.parse_args()
     rounds, env_steps, updates, train_steps = (1, 1_000, 10, 1_000) if opts.quick else (2, 3_000, 30, 1_500)
+    if opts.device != "cpu":  # (benchmarks/atari_gpu.sh) batch 32, an update every 4 env steps, as CleanRL
+        for num_envs in (1, 8, 16):
+            with tempfile.TemporaryDirectory() as out:
+                sps = training_steps_per_s(5_000, 10 * train_steps, out, device=opts.device, num_envs=num_envs)
+            print(f"training steps/s on {opts.device}, {num_envs} envs (batch 32, train every 4): {sps:.1f}",
+                  flush=True)
+        return
     torch.set_num_threads(1)
     rows = []
 
