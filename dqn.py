@@ -16,6 +16,7 @@ with 10-step returns, LayerNorm, 8 envs and a target network that follows the on
 by Polyak averaging; the 2015 DQN on it is
     python dqn.py --env-id CartPole-v1 --n-step 1 --no-double-q --no-layer-norm \
         --no-small-last-layer --loss huber --tau 1 --target-network-frequency 500 --num-envs 1
+(the 2015 algorithm with CartPole's learning rate, buffer and exploration schedule).
 
 Sections, in reading order: Args and PRESETS, make_env, QNetwork, ReplayBuffer,
 linear_schedule and select_action, td_target and td_loss, n_step_transitions,
@@ -100,9 +101,9 @@ class Args:
     torch_threads: int = 1  # CPU threads for torch (a small MLP's update is no faster on 2)
 
     # Checkpoints
-    checkpoint_every: int = 100_000  # env steps between checkpoints (0: none); Ctrl-C and SIGTERM write one
-    checkpoint_buffer: bool = False  # also save the buffer and envs: a resumed run is then exact
-    resume: str = ""  # go on with the run in this checkpoint (or run directory), its own args
+    checkpoint_every: int = 10_000  # env steps between checkpoints (0: none); Ctrl-C and SIGTERM write one
+    checkpoint_buffer: bool = False  # also save the buffer and the envs (where they pickle): a resumed run is exact
+    resume: str = ""  # go on with the run in this checkpoint (or run directory), with its own args
 
 
 # Per-env settings: what each env changes in Args. Measured by benchmarks/run.py (README, Results).
@@ -156,7 +157,6 @@ def check_args(args: Args) -> None:
                          f"(--learning-starts {args.learning_starts}): lower one or raise the other")
 
 
-
 # ----------------------------------------------------------------------------
 # Environment
 
@@ -177,15 +177,16 @@ def make_env(args: Args, num_envs: int) -> gym.vector.VectorEnv:
     except gym.error.Error as e:  # unknown id, missing package (box2d, ...)
         raise UsageError(f"{env_id} is an Atari game: train it with dqn_atari.py" if is_atari(env_id)
                          else f"cannot make env {env_id!r}: {e}") from None
-    if ":" in env_id and is_atari(env_id):  # ale_py:ALE/<Game> imports ale_py itself
+    error = (f"{env_id} is an Atari game: train it with dqn_atari.py" if ":" in env_id and is_atari(env_id)
+             else f"DQN needs a Discrete action space, {env_id} has {envs.single_action_space}; for "
+             "continuous actions use an actor-critic method (SAC, TD3)"
+             if not isinstance(envs.single_action_space, gym.spaces.Discrete)
+             else f"unsupported observation space {envs.single_observation_space}: dqn.py takes Box "
+             "(flattened) or Discrete (one-hot) observations; wrap the env to flatten it"
+             if not isinstance(envs.single_observation_space, (gym.spaces.Box, gym.spaces.Discrete)) else "")
+    if error:  # (ale_py:ALE/<Game> ids import ale_py themselves, so they make an env)
         envs.close()
-        raise UsageError(f"{env_id} is an Atari game: train it with dqn_atari.py")
-    if not isinstance(envs.single_action_space, gym.spaces.Discrete):
-        raise UsageError(f"DQN needs a Discrete action space, {env_id} has {envs.single_action_space}; "
-                         "for continuous actions use an actor-critic method (SAC, TD3)")
-    if not isinstance(envs.single_observation_space, (gym.spaces.Box, gym.spaces.Discrete)):
-        raise UsageError(f"unsupported observation space {envs.single_observation_space}: dqn.py takes "
-                         "Box (flattened) or Discrete (one-hot) observations; wrap the env to flatten it")
+        raise UsageError(error)
     assert envs.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
     return envs
 
@@ -383,14 +384,12 @@ def update_target(target_network: nn.Module, q_network: nn.Module, tau: float) -
 def evaluate(q_network: nn.Module, args: Args, device: torch.device, video_dir: str = "", say=print) -> list:
     """Returns of args.eval_episodes episodes of the greedy policy on a fresh env, each cut short
     after args.eval_max_steps steps; recorded to video_dir, or shown with --watch."""
-    if video_dir or args.watch:
-        if video_dir:
-            os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen, no display needed
-        env = gym.make(args.env_id, render_mode="rgb_array" if video_dir else "human")
-        if video_dir:
-            env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True, disable_logger=True)
+    if video_dir:  # (a video takes the frames that --watch would show)
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen, no display needed
+        env = gym.wrappers.RecordVideo(gym.make(args.env_id, render_mode="rgb_array"), video_dir,
+                                       episode_trigger=lambda _: True, disable_logger=True)
     else:
-        env = gym.make(args.env_id)
+        env = gym.make(args.env_id, render_mode="human") if args.watch else gym.make(args.env_id)
     seed = run_seeds(args.seed)["eval"]
     rng, returns, cut = np.random.default_rng(seed), [], 0
     for episode in range(args.eval_episodes):
@@ -410,23 +409,25 @@ def evaluate(q_network: nn.Module, args: Args, device: torch.device, video_dir: 
     return returns
 
 
+# ----------------------------------------------------------------------------
+# Random streams, loop state and checkpoints (a run stopped by Ctrl-C, SIGTERM or a crash
+# goes on with --resume)
+
+
 def run_seeds(seed: int) -> dict:
     """One seed per random stream of the run, all derived from --seed so that no two streams
-    (nor the streams of two runs) draw the same numbers. Env i is seeded with envs + i."""
+    (nor the streams of two runs) draw the same numbers. Env i is reset with envs + i, and
+    evaluation episode i with eval + i."""
     names = ["network", "explore", "replay", "envs", "eval"]
     # 30 bits: room for seed + i in the 32-bit seeds of C++ simulators (ale-py)
     return {name: int(s.generate_state(1)[0]) % 2**30 for name, s in zip(names, np.random.SeedSequence(seed).spawn(5))}
-
-
-# ----------------------------------------------------------------------------
-# Loop state and checkpoints: a run stopped by Ctrl-C, SIGTERM or a crash goes on with --resume
 
 
 @dataclass
 class State:
     """Everything that changes while training: saved whole in a checkpoint, restored whole."""
     explore_rng: np.random.Generator
-    learning_starts: int  # no update before this step
+    learning_starts: int  # no update before this step: --learning-starts, later after a resume without the buffer
     next_log: int  # the step of the next progress line
     obs: np.ndarray  # the envs' current observations
     autoreset: np.ndarray  # env i's last step ended an episode: its next step is a reset
@@ -455,7 +456,7 @@ def save_checkpoint(path: str, args: Args, state: State, modules: dict, envs, rb
     """Write what the run needs to go on, atomically: into a temporary file renamed over `path`,
     so that a kill during the write leaves the last checkpoint whole. With --checkpoint-buffer,
     also the replay buffer and the envs, where they pickle: a resumed run is then exact."""
-    checkpoint = {"args": dataclasses.asdict(args), "state": vars(state), "torch_rng": torch.get_rng_state(),
+    checkpoint = {"args": dataclasses.asdict(args), "state": vars(state),
                   "modules": {name: m.state_dict() for name, m in modules.items()},
                   "replay_buffer": None, "envs": None}
     if args.checkpoint_buffer:  # numpy arrays as tensors: torch.save writes them without a copy
@@ -502,6 +503,25 @@ def load_checkpoint(path: str) -> tuple[Args, dict]:
     return args, checkpoint
 
 
+def restore_checkpoint(checkpoint: dict, args: Args, modules: dict, envs, rb, seeds: dict):
+    """The saved loop state, networks and optimizer, and the buffer and envs where they were saved.
+    Without the buffer, it is refilled before learning again; without the envs, new episodes start."""
+    state = State(**checkpoint["state"])
+    for name, m in modules.items():
+        m.load_state_dict(checkpoint["modules"][name])
+    if checkpoint["replay_buffer"] is None:
+        state.learning_starts = state.global_step + max(args.learning_starts, args.batch_size)
+    else:
+        for k, v in checkpoint["replay_buffer"].items():
+            setattr(rb, k, v.numpy() if isinstance(v, torch.Tensor) else v)
+    if checkpoint["envs"] is None:
+        vars(state).update(start_episodes(envs, seeds["envs"] + state.global_step))
+    else:
+        envs.close()
+        envs = pickle.loads(checkpoint["envs"])
+    return state, envs
+
+
 @contextlib.contextmanager
 def stop_signals():
     """Within it, Ctrl-C (SIGINT) and SIGTERM append to the yielded list instead of ending the
@@ -534,7 +554,7 @@ class Results:
     episode_returns: list  # every training episode's return, in order of completion
     episode_steps: list  # global env step at which each episode ended
     losses: list  # (global env step, mean loss since the previous progress line)
-    eval_returns: list  # returns of the final greedy evaluation
+    eval_returns: list  # returns of the final evaluation
     replay_buffer: ReplayBuffer
     output_dir: str
     stopped_by: int = 0  # the signal (SIGINT, SIGTERM) that stopped training early, else 0
@@ -548,28 +568,31 @@ def train(args: Args, verbose: bool = True) -> Results:
     """Train a Q-network (or go on with the run saved in args.resume); verbose=False prints nothing."""
     say = print if verbose else lambda *_, **__: None
     checkpoint = None
-    if args.resume:
-        args, checkpoint = load_checkpoint(args.resume)
+    if args.resume:  # the saved run's own settings, on this machine's device and threads
+        saved, checkpoint = load_checkpoint(args.resume)
+        args = dataclasses.replace(saved, device=args.device, torch_threads=args.torch_threads)
     device, seeds = setup(args), run_seeds(args.seed)
     with contextlib.ExitStack() as cleanup:  # closed, and torch's thread count put back, on every exit
         cleanup.callback(torch.set_num_threads, torch.get_num_threads())
         torch.set_num_threads(args.torch_threads)
         envs = make_env(args, args.num_envs)
-        cleanup.callback(lambda: envs.close())
+        cleanup.callback(lambda: envs.close())  # late-bound: a resume may put the saved envs in its place
         torch.manual_seed(seeds["network"])
         q_network = make_network(args, envs, device)
         target_network = copy.deepcopy(q_network)
         optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=device.type == "cpu")
         modules = {"q_network": q_network, "target_network": target_network, "optimizer": optimizer}
         rb = ReplayBuffer(args.buffer_size, envs.single_observation_space, seed=seeds["replay"])
-        state = State(np.random.default_rng(seeds["explore"]), args.learning_starts,
-                      next_log=min(args.log_interval, args.total_timesteps // 20 or 1),  # a first line early
-                      **start_episodes(envs, seeds["envs"]))
         if checkpoint:
             state, envs = restore_checkpoint(checkpoint, args, modules, envs, rb, seeds)
+        else:
+            state = State(np.random.default_rng(seeds["explore"]), args.learning_starts,
+                          next_log=min(args.log_interval, args.total_timesteps // 20 or 1),  # a first line early
+                          **start_episodes(envs, seeds["envs"]))
         run_dir = os.path.dirname(args.resume) if checkpoint else make_run_dir(args)
         metrics_file = cleanup.enter_context(open(os.path.join(run_dir, "metrics.csv"), "a", newline=""))
         metrics_file.truncate(state.metrics_bytes)  # drop the rows written after the checkpoint
+        metrics_file.seek(0, os.SEEK_END)  # (truncate leaves the position where it was)
         metrics = csv.writer(metrics_file)
         if not checkpoint:
             metrics.writerow(["step", "time_s", "episode", "return", "length", "epsilon", "loss"])
@@ -579,11 +602,11 @@ def train(args: Args, verbose: bool = True) -> Results:
         say(describe(args, device, run_dir))
         clock = time.time() - state.train_seconds  # training time, over every segment of the run
         log_time, log_step = time.time(), state.global_step
+        decay_steps = int(args.exploration_fraction * args.total_timesteps)  # of epsilon, from start_e to end_e
 
         while state.global_step < args.total_timesteps:
             # Act: epsilon-greedy in every env at once.
-            epsilon = linear_schedule(args.start_e, args.end_e, int(args.exploration_fraction * args.total_timesteps),
-                                      state.global_step)
+            epsilon = linear_schedule(args.start_e, args.end_e, decay_steps, state.global_step)
             actions = select_action(q_network, state.obs, epsilon, state.explore_rng, device)
             next_obs, rewards, terminated, truncated, _ = envs.step(actions)
 
@@ -650,8 +673,8 @@ def train(args: Args, verbose: bool = True) -> Results:
                 break
         state.train_seconds = time.time() - clock
 
-    results = Results(args, q_network, state.episode_returns, state.episode_steps, state.losses, [], rb, run_dir,
-                      stopped_by=stop[0] if stop else 0)
+    results = Results(args, q_network, state.episode_returns, state.episode_steps, state.losses, eval_returns=[],
+                      replay_buffer=rb, output_dir=run_dir, stopped_by=stop[0] if stop else 0)
     if stop:
         say(f"stopped at step {state.global_step} by {signal.Signals(stop[0]).name}; checkpoint: {checkpoint_path}\n"
             f"resume with: python {os.path.basename(__file__)} --resume {checkpoint_path}", flush=True)
@@ -663,33 +686,14 @@ def train(args: Args, verbose: bool = True) -> Results:
         results.eval_returns = evaluate(q_network, args, device, os.path.join(run_dir, "videos") if args.capture_video
                                         else "", say=say)
     except KeyboardInterrupt:
-        say(f"evaluation interrupted; the trained network is in {run_dir}/model.pt" if args.save_model else "")
+        if args.save_model:
+            say(f"evaluation interrupted; the trained network is in {run_dir}/model.pt")
         raise
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump({"args": dataclasses.asdict(args), "train_seconds": state.train_seconds,
                    "eval_returns": results.eval_returns, "episodes": len(state.episode_returns)}, f, indent=1)
     say(f"results in {run_dir}")
     return results
-
-
-def restore_checkpoint(checkpoint: dict, args: Args, modules: dict, envs, rb, seeds: dict):
-    """The saved loop state, networks and optimizer, and the buffer and envs where they were saved.
-    Without the buffer, it is refilled before learning again; without the envs, new episodes start."""
-    state = State(**checkpoint["state"])
-    for name, m in modules.items():
-        m.load_state_dict(checkpoint["modules"][name])
-    torch.set_rng_state(checkpoint["torch_rng"])
-    if checkpoint["replay_buffer"] is None:
-        state.learning_starts = state.global_step + max(args.learning_starts, args.batch_size)
-    else:
-        for k, v in checkpoint["replay_buffer"].items():
-            setattr(rb, k, v.numpy() if isinstance(v, torch.Tensor) else v)
-    if checkpoint["envs"] is None:
-        vars(state).update(start_episodes(envs, seeds["envs"] + state.global_step))
-    else:
-        envs.close()
-        envs = pickle.loads(checkpoint["envs"])
-    return state, envs
 
 
 # ----------------------------------------------------------------------------
@@ -754,7 +758,7 @@ def evaluate_saved(args: Args) -> list:
         trained = Args(**saved["args"])
     except Exception:
         raise UsageError(f"--eval-only {args.eval_only}: no model.pt written by this program there") from None
-    flags = [k for k in vars(args) if k.startswith("eval_") or k in ("watch", "capture_video", "device", "torch_threads")]
+    flags = [k for k in vars(args) if k.startswith("eval_") or k in ("watch", "capture_video", "device")]
     args = dataclasses.replace(trained, **{k: getattr(args, k) for k in flags})
     device = setup(args)
     envs = make_env(args, 1)
@@ -766,8 +770,8 @@ def evaluate_saved(args: Args) -> list:
 
 
 def parse_args(argv=None) -> Args:
-    """The command line, on top of the preset of the env it names: `--env-id Acrobot-v1 --help`
-    shows Acrobot's values. A bad flag or value is one line, exit code 2."""
+    """The command line, on top of the PRESETS entry of the env it names (so that `--help` shows
+    that env's values). A bad flag or value is one line, exit code 2."""
     first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     first.add_argument("--env-id", "--env_id", default=Args.env_id)
     env_id = first.parse_known_args(argv)[0].env_id
@@ -780,7 +784,7 @@ def parse_args(argv=None) -> Args:
             lines = [line.strip(" │╭╮╰╯") for line in errors.getvalue().splitlines()[1:]]
             rule = lambda line: set(line) <= set("─-")  # noqa: E731
             message = " ".join(itertools.takewhile(lambda ln: not rule(ln), itertools.dropwhile(rule, lines)))
-            raise UsageError(message.replace(" .", ".")) from None
+            raise UsageError(message.replace(" .", ".") or "bad command line: see --help") from None
         raise
 
 

@@ -108,8 +108,8 @@ class Args:
 
     # Checkpoints
     checkpoint_every: int = 100_000  # env steps between checkpoints (0: none); Ctrl-C and SIGTERM write one
-    checkpoint_buffer: bool = False  # also save the buffer and envs: a resumed run is then exact
-    resume: str = ""  # go on with the run in this checkpoint (or run directory), its own args
+    checkpoint_buffer: bool = False  # also save the buffer (ALE's C++ envs do not pickle: new games start)
+    resume: str = ""  # go on with the run in this checkpoint (or run directory), with its own args
 
 
 # Per-game settings: what each game changes in Args. The Nature paper used one set for every game.
@@ -150,7 +150,6 @@ def check_args(args: Args) -> None:
     if args.learning_starts >= args.total_timesteps:
         raise UsageError(f"--total-timesteps {args.total_timesteps} ends before learning starts "
                          f"(--learning-starts {args.learning_starts}): lower one or raise the other")
-
 
 
 # ----------------------------------------------------------------------------
@@ -194,13 +193,15 @@ def make_env(args: Args, num_envs: int) -> gym.vector.VectorEnv:
     except gym.error.Error as e:  # unknown id or game, missing package
         raise UsageError(f"cannot make env {env_id!r}: {str(e).splitlines()[0]}") from None
     space = envs.single_observation_space
-    if not (isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
-            and min(space.shape[1:]) >= 36):
+    error = (f"{env_id} is not an Atari env (ALE/<Game>-v5 or <Game>NoFrameskip-v4) and its observations "
+             f"(shape {space.shape}) are not uint8 frame stacks: use dqn.py"
+             if not (isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
+                     and min(space.shape[1:]) >= 36)
+             else f"DQN needs a Discrete action space, {env_id} has {envs.single_action_space}"
+             if not isinstance(envs.single_action_space, gym.spaces.Discrete) else "")
+    if error:
         envs.close()
-        raise UsageError(f"{env_id} is not an Atari env (ALE/<Game>-v5 or <Game>NoFrameskip-v4) and its "
-                         f"observations (shape {space.shape}) are not uint8 frame stacks: use dqn.py")
-    if not isinstance(envs.single_action_space, gym.spaces.Discrete):
-        raise UsageError(f"DQN needs a Discrete action space, {env_id} has {envs.single_action_space}")
+        raise UsageError(error)
     assert envs.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
     return envs
 
@@ -268,7 +269,7 @@ class ReplayBuffer:
         if self.slots <= self.stack + n_step:
             raise UsageError(f"--buffer-size {capacity} holds {self.slots} steps per env: "
                              "it needs more than --frame-stack + --n-step")
-        check_memory(self.slots * num_envs * (int(np.prod(frame_shape)) + 14), "--buffer-size")
+        check_memory(self.slots * num_envs * (int(np.prod(frame_shape)) + 17), "--buffer-size")  # + a, r, term, first
         self.frames = np.zeros((self.slots, num_envs, *frame_shape), dtype=obs_space.dtype)
         self.actions = np.zeros((self.slots, num_envs), dtype=np.int64)
         self.rewards = np.zeros((self.slots, num_envs), dtype=np.float32)
@@ -276,7 +277,7 @@ class ReplayBuffer:
         self.first = np.zeros((self.slots, num_envs), dtype=bool)
         self.pos = 0  # the slot written next
         self.size = 0  # slots written, at most self.slots
-        self.n_step, self.gamma = n_step, gamma
+        self.n_step, self.gamma, self.num_envs = n_step, gamma, num_envs
         self.rng = np.random.default_rng(seed)
 
     def add(self, frames, actions, rewards, terminated, first) -> None:
@@ -292,7 +293,7 @@ class ReplayBuffer:
         n, slot, env = self.n_step, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
         for _ in range(1000):  # rejection sampling: a few % of slots start no transition
             s = self.rng.integers(0, self.size, size=batch_size)
-            e = self.rng.integers(0, self.first.shape[1], size=batch_size)
+            e = self.rng.integers(0, self.num_envs, size=batch_size)
             steps = (s[:, None] + np.arange(n)) % self.slots  # (batch, n): slots s .. s+n-1
             # ongoing[:, j]: no terminal among steps 0..j-1, so step j belongs to the transition
             ongoing = np.cumprod(1 - self.terminated[steps, e[:, None]], axis=1) == 1
@@ -305,7 +306,8 @@ class ReplayBuffer:
             if len(slot) >= batch_size:
                 break
         else:
-            raise ValueError("the replay buffer holds (almost) no complete transitions yet")
+            raise UsageError("the replay buffer holds (almost) no complete transitions: do episodes end "
+                             "before --n-step steps?")
         slot, env = slot[:batch_size], env[:batch_size]
 
         window = (slot[:, None] + np.arange(-self.stack, n)) % self.slots  # (batch, stack + n)
@@ -315,16 +317,23 @@ class ReplayBuffer:
         keep = np.ones_like(first)
         for i in range(self.stack - 2, -1, -1):
             keep[:, i] = keep[:, i + 1] & ~first[:, i + 1]
-        frames = torch.as_tensor(self.frames[window, env[:, None]], device=device)  # (batch, stack + n, h, w)
-        frames = frames * torch.as_tensor(keep, device=device)[:, :, None, None]
+        frames = to_device(self.frames[window, env[:, None]], device)  # (batch, stack + n, h, w)
+        frames = frames * to_device(keep, device)[:, :, None, None]
         obs, next_obs = frames[:, :self.stack], frames[:, n:]  # stacks ending at s-1 and s+n-1
         steps = window[:, self.stack:]
         alive = np.cumprod(1 - self.terminated[steps, env[:, None]], axis=1)  # 0 from the terminal on
         alive_before = np.concatenate([np.ones((batch_size, 1)), alive[:, :-1]], axis=1)
         rewards = (self.rewards[steps, env[:, None]] * alive_before * self.gamma ** np.arange(n)).sum(1)
         arrays = (self.actions[slot, env], rewards.astype(np.float32), 1 - alive[:, -1])
-        actions, rewards, terminated = (torch.as_tensor(a, device=device) for a in arrays)
+        actions, rewards, terminated = (to_device(a, device) for a in arrays)
         return obs, actions, rewards, next_obs, terminated
+
+
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A sampled array as a tensor on `device`. To a GPU it goes through pinned (page-locked)
+    memory, without waiting for the copy: the CPU samples on while it travels."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    return tensor.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tensor
 
 
 def check_memory(nbytes: int, flag: str) -> None:
@@ -445,23 +454,25 @@ def show(frame: np.ndarray) -> None:
     time.sleep(1 / 30)
 
 
+# ----------------------------------------------------------------------------
+# Random streams, loop state and checkpoints (a run stopped by Ctrl-C, SIGTERM or a crash
+# goes on with --resume)
+
+
 def run_seeds(seed: int) -> dict:
     """One seed per random stream of the run, all derived from --seed so that no two streams
-    (nor the streams of two runs) draw the same numbers. Env i is seeded with envs + i."""
+    (nor the streams of two runs) draw the same numbers. Env i is reset with envs + i, and
+    evaluation episode i with eval + i."""
     names = ["network", "explore", "replay", "envs", "eval"]
     # 30 bits: room for seed + i in the 32-bit seeds of C++ simulators (ale-py)
     return {name: int(s.generate_state(1)[0]) % 2**30 for name, s in zip(names, np.random.SeedSequence(seed).spawn(5))}
-
-
-# ----------------------------------------------------------------------------
-# Loop state and checkpoints: a run stopped by Ctrl-C, SIGTERM or a crash goes on with --resume
 
 
 @dataclass
 class State:
     """Everything that changes while training: saved whole in a checkpoint, restored whole."""
     explore_rng: np.random.Generator
-    learning_starts: int  # no update before this step
+    learning_starts: int  # no update before this step: --learning-starts, later after a resume without the buffer
     next_log: int  # the step of the next progress line
     obs: np.ndarray  # the envs' current observations
     autoreset: np.ndarray  # env i's last step ended an episode: its next step is a reset
@@ -492,7 +503,7 @@ def save_checkpoint(path: str, args: Args, state: State, modules: dict, envs, rb
     """Write what the run needs to go on, atomically: into a temporary file renamed over `path`,
     so that a kill during the write leaves the last checkpoint whole. With --checkpoint-buffer,
     also the replay buffer and the envs, where they pickle: a resumed run is then exact."""
-    checkpoint = {"args": dataclasses.asdict(args), "state": vars(state), "torch_rng": torch.get_rng_state(),
+    checkpoint = {"args": dataclasses.asdict(args), "state": vars(state),
                   "modules": {name: m.state_dict() for name, m in modules.items()},
                   "replay_buffer": None, "envs": None}
     if args.checkpoint_buffer:  # numpy arrays as tensors: torch.save writes them without a copy
@@ -539,6 +550,25 @@ def load_checkpoint(path: str) -> tuple[Args, dict]:
     return args, checkpoint
 
 
+def restore_checkpoint(checkpoint: dict, args: Args, modules: dict, envs, rb, seeds: dict):
+    """The saved loop state, networks and optimizer, and the buffer and envs where they were saved.
+    Without the buffer, it is refilled before learning again; without the envs, new episodes start."""
+    state = State(**checkpoint["state"])
+    for name, m in modules.items():
+        m.load_state_dict(checkpoint["modules"][name])
+    if checkpoint["replay_buffer"] is None:
+        state.learning_starts = state.global_step + max(args.learning_starts, args.batch_size)
+    else:
+        for k, v in checkpoint["replay_buffer"].items():
+            setattr(rb, k, v.numpy() if isinstance(v, torch.Tensor) else v)
+    if checkpoint["envs"] is None:
+        vars(state).update(start_episodes(envs, seeds["envs"] + state.global_step, rb))
+    else:
+        envs.close()
+        envs = pickle.loads(checkpoint["envs"])
+    return state, envs
+
+
 @contextlib.contextmanager
 def stop_signals():
     """Within it, Ctrl-C (SIGINT) and SIGTERM append to the yielded list instead of ending the
@@ -571,7 +601,7 @@ class Results:
     episode_returns: list  # every training episode's return, in order of completion
     episode_steps: list  # global env step at which each episode ended
     losses: list  # (global env step, mean loss since the previous progress line)
-    eval_returns: list  # returns of the final greedy evaluation
+    eval_returns: list  # returns of the final evaluation
     replay_buffer: ReplayBuffer
     output_dir: str
     stopped_by: int = 0  # the signal (SIGINT, SIGTERM) that stopped training early, else 0
@@ -585,14 +615,15 @@ def train(args: Args, verbose: bool = True) -> Results:
     """Train a Q-network (or go on with the run saved in args.resume); verbose=False prints nothing."""
     say = print if verbose else lambda *_, **__: None
     checkpoint = None
-    if args.resume:
-        args, checkpoint = load_checkpoint(args.resume)
+    if args.resume:  # the saved run's own settings, on this machine's device and threads
+        saved, checkpoint = load_checkpoint(args.resume)
+        args = dataclasses.replace(saved, device=args.device, torch_threads=args.torch_threads)
     device, seeds = setup(args), run_seeds(args.seed)
     with contextlib.ExitStack() as cleanup:  # closed, and torch's thread count put back, on every exit
         cleanup.callback(torch.set_num_threads, torch.get_num_threads())
         torch.set_num_threads(args.torch_threads)
         envs = make_env(args, args.num_envs)
-        cleanup.callback(lambda: envs.close())
+        cleanup.callback(lambda: envs.close())  # late-bound: a resume may put the saved envs in its place
         torch.manual_seed(seeds["network"])
         q_network = make_network(args, envs, device)
         target_network = copy.deepcopy(q_network)
@@ -600,14 +631,16 @@ def train(args: Args, verbose: bool = True) -> Results:
         modules = {"q_network": q_network, "target_network": target_network, "optimizer": optimizer}
         rb = ReplayBuffer(args.buffer_size, envs.single_observation_space, args.num_envs, seeds["replay"],
                           args.n_step, args.gamma)
-        state = State(np.random.default_rng(seeds["explore"]), args.learning_starts,
-                      next_log=min(args.log_interval, args.total_timesteps // 20 or 1),  # a first line early
-                      **start_episodes(envs, seeds["envs"], rb))
         if checkpoint:
             state, envs = restore_checkpoint(checkpoint, args, modules, envs, rb, seeds)
+        else:
+            state = State(np.random.default_rng(seeds["explore"]), args.learning_starts,
+                          next_log=min(args.log_interval, args.total_timesteps // 20 or 1),  # a first line early
+                          **start_episodes(envs, seeds["envs"], rb))
         run_dir = os.path.dirname(args.resume) if checkpoint else make_run_dir(args)
         metrics_file = cleanup.enter_context(open(os.path.join(run_dir, "metrics.csv"), "a", newline=""))
         metrics_file.truncate(state.metrics_bytes)  # drop the rows written after the checkpoint
+        metrics_file.seek(0, os.SEEK_END)  # (truncate leaves the position where it was)
         metrics = csv.writer(metrics_file)
         if not checkpoint:
             metrics.writerow(["step", "time_s", "episode", "return", "length", "epsilon", "loss"])
@@ -617,11 +650,11 @@ def train(args: Args, verbose: bool = True) -> Results:
         say(describe(args, device, run_dir))
         clock = time.time() - state.train_seconds  # training time, over every segment of the run
         log_time, log_step = time.time(), state.global_step
+        decay_steps = int(args.exploration_fraction * args.total_timesteps)  # of epsilon, from start_e to end_e
 
         while state.global_step < args.total_timesteps:
             # Act: epsilon-greedy in every env at once.
-            epsilon = linear_schedule(args.start_e, args.end_e, int(args.exploration_fraction * args.total_timesteps),
-                                      state.global_step)
+            epsilon = linear_schedule(args.start_e, args.end_e, decay_steps, state.global_step)
             actions = select_action(q_network, state.obs, epsilon, state.explore_rng, device)
             next_obs, rewards, terminated, truncated, info = envs.step(actions)
 
@@ -695,8 +728,8 @@ def train(args: Args, verbose: bool = True) -> Results:
                 break
         state.train_seconds = time.time() - clock
 
-    results = Results(args, q_network, state.episode_returns, state.episode_steps, state.losses, [], rb, run_dir,
-                      stopped_by=stop[0] if stop else 0)
+    results = Results(args, q_network, state.episode_returns, state.episode_steps, state.losses, eval_returns=[],
+                      replay_buffer=rb, output_dir=run_dir, stopped_by=stop[0] if stop else 0)
     if stop:
         say(f"stopped at step {state.global_step} by {signal.Signals(stop[0]).name}; checkpoint: {checkpoint_path}\n"
             f"resume with: python {os.path.basename(__file__)} --resume {checkpoint_path}", flush=True)
@@ -708,33 +741,14 @@ def train(args: Args, verbose: bool = True) -> Results:
         results.eval_returns = evaluate(q_network, args, device, os.path.join(run_dir, "videos") if args.capture_video
                                         else "", say=say)
     except KeyboardInterrupt:
-        say(f"evaluation interrupted; the trained network is in {run_dir}/model.pt" if args.save_model else "")
+        if args.save_model:
+            say(f"evaluation interrupted; the trained network is in {run_dir}/model.pt")
         raise
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump({"args": dataclasses.asdict(args), "train_seconds": state.train_seconds,
                    "eval_returns": results.eval_returns, "episodes": len(state.episode_returns)}, f, indent=1)
     say(f"results in {run_dir}")
     return results
-
-
-def restore_checkpoint(checkpoint: dict, args: Args, modules: dict, envs, rb, seeds: dict):
-    """The saved loop state, networks and optimizer, and the buffer and envs where they were saved.
-    Without the buffer, it is refilled before learning again; without the envs, new episodes start."""
-    state = State(**checkpoint["state"])
-    for name, m in modules.items():
-        m.load_state_dict(checkpoint["modules"][name])
-    torch.set_rng_state(checkpoint["torch_rng"])
-    if checkpoint["replay_buffer"] is None:
-        state.learning_starts = state.global_step + max(args.learning_starts, args.batch_size)
-    else:
-        for k, v in checkpoint["replay_buffer"].items():
-            setattr(rb, k, v.numpy() if isinstance(v, torch.Tensor) else v)
-    if checkpoint["envs"] is None:
-        vars(state).update(start_episodes(envs, seeds["envs"] + state.global_step, rb))
-    else:
-        envs.close()
-        envs = pickle.loads(checkpoint["envs"])
-    return state, envs
 
 
 # ----------------------------------------------------------------------------
@@ -799,7 +813,7 @@ def evaluate_saved(args: Args) -> list:
         trained = Args(**saved["args"])
     except Exception:
         raise UsageError(f"--eval-only {args.eval_only}: no model.pt written by this program there") from None
-    flags = [k for k in vars(args) if k.startswith("eval_") or k in ("watch", "capture_video", "device", "torch_threads")]
+    flags = [k for k in vars(args) if k.startswith("eval_") or k in ("watch", "capture_video", "device")]
     args = dataclasses.replace(trained, **{k: getattr(args, k) for k in flags})
     device = setup(args)
     envs = make_env(args, 1)
@@ -811,8 +825,8 @@ def evaluate_saved(args: Args) -> list:
 
 
 def parse_args(argv=None) -> Args:
-    """The command line, on top of the preset of the env it names: `--env-id Acrobot-v1 --help`
-    shows Acrobot's values. A bad flag or value is one line, exit code 2."""
+    """The command line, on top of the PRESETS entry of the env it names (so that `--help` shows
+    that env's values). A bad flag or value is one line, exit code 2."""
     first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     first.add_argument("--env-id", "--env_id", default=Args.env_id)
     env_id = first.parse_known_args(argv)[0].env_id
@@ -825,7 +839,7 @@ def parse_args(argv=None) -> Args:
             lines = [line.strip(" │╭╮╰╯") for line in errors.getvalue().splitlines()[1:]]
             rule = lambda line: set(line) <= set("─-")  # noqa: E731
             message = " ".join(itertools.takewhile(lambda ln: not rule(ln), itertools.dropwhile(rule, lines)))
-            raise UsageError(message.replace(" .", ".")) from None
+            raise UsageError(message.replace(" .", ".") or "bad command line: see --help") from None
         raise
 
 

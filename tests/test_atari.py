@@ -222,7 +222,7 @@ def test_buffer_rebuilds_the_stacks_the_atari_env_gave_the_agent():
 def test_sampling_a_buffer_without_transitions_is_an_error_not_a_hang():
     rb = dqn_atari.ReplayBuffer(100, gym.spaces.Box(0, 255, (4, 36, 36), np.uint8), 1, seed=0)
     rb.add(np.zeros((1, 36, 36)), [0], [0], [0], first=[True])  # a reset: no transition
-    with pytest.raises(ValueError, match="no complete transitions"):
+    with pytest.raises(dqn_atari.UsageError, match="no complete transitions"):
         rb.sample(8, torch.device("cpu"))
 
 
