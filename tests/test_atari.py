@@ -192,6 +192,66 @@ def test_buffer_matches_reference_over_many_episodes_with_wraparound(num_envs):
     assert seen == expected
 
 
+class EpisodeReference(StackReference):
+    """StackReference that also keeps each env's steps in order, None marking a reset."""
+
+    def __init__(self, num_envs, stack, frame_shape):
+        super().__init__(num_envs, stack, frame_shape)
+        self.sequence = [[] for _ in range(num_envs)]
+
+    def reset(self, env, frame):
+        super().reset(env, frame)
+        self.sequence[env].append(None)
+
+    def step(self, env, step, action, reward, frame, terminated):
+        obs = np.stack(self.stacks[env])
+        super().step(env, step, action, reward, frame, terminated)
+        self.sequence[env].append((obs, action, reward, np.stack(self.stacks[env]), terminated))
+
+    def n_step(self, n, gamma):
+        """obs bytes -> (action, discounted reward sum, next_obs, terminated) of every n-step
+        transition: n steps of one episode, or fewer that end in a termination; a window that
+        meets a reset first (a truncation) or the end of the data is no transition."""
+        out = {}
+        for seq in self.sequence:
+            for i, item in enumerate(seq):
+                if item is None:
+                    continue
+                ret, k = 0.0, 0
+                while k < n and i + k < len(seq) and seq[i + k] is not None:
+                    _, _, r, next_obs, terminated = seq[i + k]
+                    ret += gamma ** k * r
+                    k += 1
+                    if terminated:
+                        break
+                if terminated or k == n:
+                    out[item[0].tobytes()] = (item[1], ret, next_obs, bool(terminated))
+        return out
+
+
+@pytest.mark.parametrize("num_envs", [1, 3])
+def test_n_step_samples_match_the_reference_and_never_cross_a_truncation(num_envs):
+    n, gamma = 3, 0.5
+    rng = np.random.default_rng(num_envs)
+    space = gym.spaces.Box(0, 255, (4, 2, 2), np.uint8)
+    rb = dqn_atari.ReplayBuffer(37 * num_envs, space, num_envs, 0, n_step=n, gamma=gamma)
+    reference = EpisodeReference(num_envs, 4, (2, 2))
+    drive_synthetic(rb, reference, num_envs, 1000, rng)
+    expected, seen = reference.n_step(n, gamma), set()
+    for _ in range(100):
+        obs, actions, rewards, next_obs, terminated = rb.sample(64, torch.device("cpu"))
+        for i in range(64):
+            key = obs[i].numpy().tobytes()
+            assert key in expected  # a truncation-crossing or incomplete window is never sampled
+            action, ret, ref_next, ref_term = expected[key]
+            assert actions[i].item() == action and rewards[i].item() == pytest.approx(ret)
+            assert terminated[i].item() == ref_term
+            if not ref_term:  # (after a termination nothing is bootstrapped)
+                np.testing.assert_array_equal(next_obs[i].numpy(), ref_next)
+            seen.add(key)
+    assert len(seen) > 20 and any(expected[k][3] for k in seen) and not all(expected[k][3] for k in seen)
+
+
 def test_buffer_rebuilds_the_stacks_the_atari_env_gave_the_agent():
     """Real frames, 2 envs, short truncated games and a small ring: every sampled
     (obs, next_obs) pair is one the env really returned, on both sides of a reset."""
