@@ -86,6 +86,28 @@ def test_update_target_hard_copy_is_exact_and_polyak_mixes():
     assert torch.equal(target.mlp[-1].weight, online.mlp[-1].weight)
 
 
+def test_adam_takes_torch_optim_adams_steps_and_resumes_from_its_state():
+    torch.manual_seed(0)
+    nets = [dqn.QNetwork(gym.spaces.Box(-1, 1, (3,)), 2, (8,), layer_norm=True) for _ in range(3)]
+    for net in nets[1:]:
+        net.load_state_dict(nets[0].state_dict())
+    ours, theirs = dqn.Adam(nets[0].parameters(), lr=0.01), torch.optim.Adam(nets[1].parameters(), lr=0.01)
+    for step in range(30):
+        if step == 10:  # the rest of the steps from a copy restored from ours
+            resumed = dqn.Adam(nets[2].parameters(), lr=0.01)
+            resumed.load_state_dict(ours.state_dict())
+            nets[2].load_state_dict(nets[0].state_dict())
+        x = torch.randn(16, 3)
+        for net, opt in [(nets[0], ours), (nets[1], theirs)] + ([(nets[2], resumed)] if step >= 10 else []):
+            opt.zero_grad()
+            (net(x) ** 2).mean().backward()
+            opt.step()
+    for ours_p, theirs_p, resumed_p in zip(*(net.parameters() for net in nets)):
+        assert torch.allclose(ours_p, theirs_p, atol=1e-6)
+        assert torch.equal(ours_p, resumed_p)
+    assert ours.t == 30
+
+
 def test_select_action_is_greedy_at_epsilon_zero_and_batched():
     net = q_table_network([[0.0, 1.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
     rng = np.random.default_rng(0)
