@@ -108,12 +108,13 @@ class Args:
 
 # Per-env settings: what each env changes in Args. Measured by benchmarks/run.py (README, Results).
 PRESETS = {
-    "CartPole-v1": dict(total_timesteps=40_000, num_envs=8, learning_rate=2e-3, gamma=0.995,
-                        buffer_size=10_000, train_frequency=8, target_network_frequency=8, tau=0.2,
+    "CartPole-v1": dict(total_timesteps=40_000, num_envs=8, learning_rate=4e-3, gamma=0.995,
+                        buffer_size=10_000, train_frequency=24, target_network_frequency=8, tau=0.2,
                         n_step=10, double_q=True, loss="mse", layer_norm=True, small_last_layer=True,
                         end_e=0.01, exploration_fraction=0.15),
     "Acrobot-v1": dict(num_envs=4, train_frequency=16, gradient_steps=4, target_network_frequency=4,
-                       tau=0.02, double_q=True, layer_norm=True, exploration_fraction=0.12),
+                       tau=0.02, n_step=3, double_q=True, hidden_sizes=(256, 256), layer_norm=True,
+                       exploration_fraction=0.12),
     "MountainCar-v0": dict(total_timesteps=120_000, learning_rate=4e-3, gamma=0.98, buffer_size=10_000,
                            train_frequency=16, gradient_steps=8, target_network_frequency=600, n_step=3,
                            max_grad_norm=10.0, hidden_sizes=(256, 256), end_e=0.07),

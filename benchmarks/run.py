@@ -444,6 +444,16 @@ def plot(results: list, envs: list, variants: dict, path: str) -> bool:
     return True
 
 
+def how_they_ran(records: list) -> str:
+    """'runs 2 at a time', or per implementation where they differ (runs reused with --reuse)."""
+    ways = {}
+    for r in records:
+        ways.setdefault(r.get("at_once", "at once not recorded"), []).append(r["label"])
+    if len(ways) == 1:
+        return "runs " + next(iter(ways))
+    return "; ".join(f"{', '.join(dict.fromkeys(labels))} runs {way}" for way, labels in ways.items())
+
+
 def update_readme(section: str) -> None:
     path = os.path.join(REPO, "README.md")
     with open(path) as f:
@@ -561,16 +571,18 @@ def main():
     reused = {n: finished_run(opts.out, run) for n, run in enumerate(runs)} if opts.reuse else {}
     todo = [run for n, run in enumerate(runs) if not reused.get(n)]
     print(f"{len(runs)} runs ({len(runs) - len(todo)} finished before), outputs in {opts.out}")
+    for run in todo:  # how it ran, in its run.json: timings depend on it
+        run["at_once"] = (f"{opts.jobs} at a time" if opts.ray is None
+                          else f"as Ray tasks of {opts.cpus_per_run:g} CPU each")
     if opts.ray is None:
-        where = f"{opts.jobs} runs at a time"
         records = sweep_here(todo, opts.out, extra, opts.jobs)
     else:
-        where = f"as Ray tasks of {opts.cpus_per_run:g} CPU each"
         records = sweep_ray(todo, opts.out, extra, opts.ray, opts.cpus_per_run, opts.gpus_per_run)
     trained = {(r["variant"], r["env_id"], r["seed"]): r for r in records}
     records = [reused.get(n) or trained[run["variant"], run["env_id"], run["seed"]] for n, run in enumerate(runs)]
 
     results = [r if r["error"] else analyse(r) for r in records]
+    where = how_they_ran(results)
     rnd = lambda x: x if x is None else round(x, 1)  # noqa: E731
     for r in results:
         name = f"{r['label']:>16} {r['env_id']:>16} seed {r['seed']}"

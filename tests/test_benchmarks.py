@@ -74,6 +74,7 @@ def test_quick_benchmark_end_to_end(tmp_path):
     if not has_sb3:
         assert "Stable-Baselines3 is not installed" in md
     assert "quoted and not measured here" in md and "488.69" in md
+    assert md.splitlines()[0].endswith(f"runs {os.cpu_count()} at a time.")  # (--jobs' default)
     if importlib.util.find_spec("rliable"):  # IQM [95% CI]; one seed: an interval of one point
         assert all(row.split(" | ")[5].count("[") == 1 for row in rows)
         assert "| dqn.py | CartPole-v1 | 1 | " in md  # the across-envs table
@@ -147,6 +148,16 @@ def test_grid_is_every_combination_named_by_its_flags():
     assert first["variant"] == "dqn--learning-rate=1e-3--n-step=1"
     assert {r["impl"] for r in runs if r["env_id"] == "BreakoutNoFrameskip-v4"} == {"dqn_atari"}
     assert len({(r["variant"], r["env_id"], r["seed"]) for r in runs}) == len(runs)  # each its own run dir
+
+
+def test_the_table_says_how_many_runs_ran_at_once_for_each_implementation():
+    """Timings depend on it; with --reuse, the runs of one table may come from different sweeps."""
+    import run
+
+    ran = lambda label, at_once: {"label": label, "at_once": at_once}  # noqa: E731
+    assert run.how_they_ran([ran("dqn.py", "1 at a time")] * 2) == "runs 1 at a time"
+    assert run.how_they_ran([ran("dqn.py", "1 at a time"), ran("SB3", "2 at a time"), ran("dqn.py", "1 at a time")]) \
+        == "dqn.py runs 1 at a time; SB3 runs 2 at a time"
 
 
 def test_random_scores_are_what_random_policy_score_measures():
