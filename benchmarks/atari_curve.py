@@ -37,6 +37,8 @@ def main():
     parser.add_argument("--eval-episodes", type=int, default=10, help="games of the final evaluation")
     parser.add_argument("--num-envs", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true",
+                        help="dqn_atari.py --bf16; writes atari_<game>_bf16.md and .png beside the float32 ones")
     parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results"))
     opts = parser.parse_args()
 
@@ -45,7 +47,8 @@ def main():
              "--exploration-fraction", str(opts.exploration_fraction), "--torch-threads", str(opts.torch_threads),
              "--buffer-size", str(min(1_000_000, opts.total_timesteps)), "--eval-episodes", str(opts.eval_episodes),
              "--num-envs", str(opts.num_envs), "--device", opts.device,
-             "--output-dir", os.path.join(opts.out, "runs", "atari"), "--no-save-model"]
+             "--output-dir", os.path.join(opts.out, "runs", "atari"), "--no-save-model",
+             *(["--bf16"] if opts.bf16 else [])]
     command = ["python", "dqn_atari.py", *flags]
     print(" ".join(command), flush=True)
     launched = time.time()
@@ -62,7 +65,7 @@ def main():
     steps = np.array([int(r["step"]) for r in rows])
     returns = np.array([float(r["return"]) for r in rows])
     eval_returns = summary["eval_returns"]
-    game = opts.env_id.split("/")[-1].split("NoFrameskip")[0].split("-")[0].lower()
+    game = opts.env_id.split("/")[-1].split("NoFrameskip")[0].split("-")[0].lower() + ("_bf16" if opts.bf16 else "")
 
     window = 20
     trailing = np.array([returns[max(0, i - window + 1):i + 1].mean() for i in range(len(returns))])
@@ -70,7 +73,8 @@ def main():
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
     md = (f"Produced by `python benchmarks/atari_curve.py --env-id {opts.env_id} --total-timesteps "
           f"{opts.total_timesteps} --learning-starts {opts.learning_starts} --torch-threads {opts.torch_threads} "
-          f"--num-envs {opts.num_envs} --device {opts.device}` on {time.strftime('%Y-%m-%d')} "
+          f"--num-envs {opts.num_envs} --device {opts.device}{' --bf16' if opts.bf16 else ''}` on "
+          f"{time.strftime('%Y-%m-%d')} "
           f"({machine}), which ran `{' '.join(command)}`.\n\n"
           f"| budget (env steps) | games | mean return, first {window} games | last {window} games | "
           f"evaluation (epsilon 0.05, {len(eval_returns)} games) | wall time |\n|---|---|---|---|---|---|\n"
@@ -93,7 +97,7 @@ def main():
     ax.axvline(opts.learning_starts, color="gray", linestyle=":", linewidth=1, label="learning starts")
     ax.set_xlabel("env steps")
     ax.set_ylabel("return (whole game, unclipped)")
-    ax.set_title(f"dqn_atari.py, {opts.env_id}, {opts.total_timesteps:,} steps")
+    ax.set_title(f"dqn_atari.py{' --bf16' if opts.bf16 else ''}, {opts.env_id}, {opts.total_timesteps:,} steps")
     ax.legend()
     fig.tight_layout()
     fig.savefig(os.path.join(opts.out, f"atari_{game}.png"), dpi=80)

@@ -3,7 +3,7 @@
 #   1. installs what it needs (requirements.txt, matplotlib) where it is missing,
 #   2. checks that torch sees a CUDA device, and stops with one line where it does not,
 #   3. measures training steps/s at CleanRL's settings (batch 32, an update every 4 env steps)
-#      with 1, 8 and 16 envs (benchmarks/atari_speed.py --device cuda),
+#      with 1, 8 and 16 envs, and 8 with --bf16 (benchmarks/atari_speed.py --device cuda),
 #   4. trains Breakout with 8 envs for as many env steps as TRAIN_MINUTES allow at the measured
 #      speed (benchmarks/atari_curve.py: the table, the curve and the final evaluation).
 # Everything goes to OUT_DIR: gpu.txt (the machine), speed.txt, atari_breakout.md and .png.

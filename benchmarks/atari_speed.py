@@ -9,9 +9,10 @@ Measures, side by side in one process so that a loaded machine slows all alike:
      AtariVectorEnv (1 and 2 envs) against gymnasium's AtariPreprocessing +
      FrameStackObservation (needs opencv-python; skipped without it),
   2. the time of one batch-32 Nature-CNN update (target forward, forward, backward,
-     Adam) with 1 or 2 torch threads, with and without channels_last weights,
+     Adam) with 1 or 2 torch threads, with and without channels_last weights, and in bfloat16,
   3. steps/s of dqn_atari.train() once training has started, at CleanRL's settings
      (batch 32, one update every 4 env steps, epsilon 0.92 as CleanRL's at step 80k),
+     in float32 and with --bf16,
   4. the bytes the replay buffer allocates for 1M transitions.
 Numbers are medians over rounds; compare them only within one run.
 
@@ -67,7 +68,7 @@ def env_steps_per_s(make, num_envs, steps):
 
 
 def update_ms(configs, updates):
-    """Median ms of one batch-32 update for each (threads, channels_last) config, the
+    """Median ms of one batch-32 update for each (threads, channels_last, bf16) config, the
     configs taking turns update by update so that a change in load hits them alike."""
     space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
     rng = torch.Generator().manual_seed(0)
@@ -75,13 +76,13 @@ def update_ms(configs, updates):
              torch.randint(0, 4, (32,), generator=rng), torch.zeros(32),
              torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8, generator=rng), torch.zeros(32))
     nets = {}
-    for threads, channels_last in configs:
+    for threads, channels_last, bf16 in configs:
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        q, target = (dqn_atari.QNetwork(space, 4).to(memory_format=fmt) for _ in range(2))
-        nets[threads, channels_last] = q, target, torch.optim.Adam(q.parameters(), lr=1e-4, fused=True)
+        q, target = (dqn_atari.QNetwork(space, 4, bf16).to(memory_format=fmt) for _ in range(2))
+        nets[threads, channels_last, bf16] = q, target, torch.optim.Adam(q.parameters(), lr=1e-4, fused=True)
     times = {c: [] for c in configs}
     for i in range(updates + 2):
-        for (threads, channels_last), (q, target, optimizer) in nets.items():
+        for (threads, channels_last, bf16), (q, target, optimizer) in nets.items():
             torch.set_num_threads(threads)
             start = time.perf_counter()
             loss, _ = dqn_atari.td_loss(q, target, batch, 0.99, "huber", double_q=False)
@@ -89,18 +90,18 @@ def update_ms(configs, updates):
             loss.backward()
             optimizer.step()
             if i >= 2:  # warm-up
-                times[threads, channels_last].append(time.perf_counter() - start)
+                times[threads, channels_last, bf16].append(time.perf_counter() - start)
     torch.set_num_threads(1)
     return {c: 1000 * float(np.median(t)) for c, t in times.items()}
 
 
-def training_steps_per_s(learning_starts, train_steps, out, threads=0, device="cpu", num_envs=1):
+def training_steps_per_s(learning_starts, train_steps, out, threads=0, device="cpu", num_envs=1, bf16=False):
     """Steps/s between the first and last game that ended after learning started."""
     args = dqn_atari.Args(
         env_id=ENV_ID, total_timesteps=learning_starts + train_steps, learning_starts=learning_starts,
         buffer_size=1_000_000, start_e=0.92, end_e=0.92, eval_episodes=0, save_model=False,
         output_dir=out, log_interval=10**9, device=device, torch_threads=threads or os.cpu_count(),
-        num_envs=num_envs,
+        num_envs=num_envs, bf16=bf16,
     )
     results = dqn_atari.train(args)
     with open(os.path.join(results.output_dir, "metrics.csv")) as f:
@@ -136,11 +137,12 @@ def main():
     opts = parser.parse_args()
     rounds, env_steps, updates, train_steps = (1, 1_000, 10, 1_000) if opts.quick else (2, 3_000, 30, 1_500)
     if opts.device != "cpu":  # (benchmarks/atari_gpu.sh) batch 32, an update every 4 env steps, as CleanRL
-        for num_envs in (1, 8, 16):
+        for num_envs, bf16 in [(1, False), (8, False), (16, False), (8, True)]:
             with tempfile.TemporaryDirectory() as out:
-                sps = training_steps_per_s(5_000, 10 * train_steps, out, device=opts.device, num_envs=num_envs)
-            print(f"training steps/s on {opts.device}, {num_envs} envs (batch 32, train every 4): {sps:.1f}",
-                  flush=True)
+                sps = training_steps_per_s(5_000, 10 * train_steps, out, device=opts.device, num_envs=num_envs,
+                                           bf16=bf16)
+            print(f"training steps/s on {opts.device}, {num_envs} envs{', --bf16' if bf16 else ''} "
+                  f"(batch 32, train every 4): {sps:.1f}", flush=True)
         return
     torch.set_num_threads(1)
     rows = []
@@ -159,14 +161,18 @@ def main():
             results[name].append(env_steps_per_s(make, n, env_steps))
     rows += [(f"env steps/s: {name}", f"{np.median(v):,.0f}") for name, v in results.items()]
 
-    times = update_ms([(1, False), (1, True), (2, False), (2, True)], updates)
+    times = update_ms([(1, False, False), (1, True, False), (2, False, False), (2, True, False), (2, True, True)],
+                      updates)
     rows += [(f"update ms, batch 32: {t} thread{'s' if t > 1 else ''}, "
-              f"{'channels_last' if cl else 'contiguous'}", f"{ms:.1f}") for (t, cl), ms in times.items()]
+              f"{'channels_last' if cl else 'contiguous'}{', bf16' if bf16 else ''}", f"{ms:.1f}")
+             for (t, cl, bf16), ms in times.items()]
 
-    ours, ours_1, theirs, theirs_1 = [], [], [], []
+    ours, ours_bf16, ours_1, theirs, theirs_1 = [], [], [], [], []
     for _ in range(rounds if opts.cleanrl else 1):  # alternating, so that load hits both alike
         with tempfile.TemporaryDirectory() as out:
             ours.append(training_steps_per_s(1_000, train_steps, out))
+        with tempfile.TemporaryDirectory() as out:
+            ours_bf16.append(training_steps_per_s(1_000, train_steps, out, bf16=True))
         with tempfile.TemporaryDirectory() as out:
             ours_1.append(training_steps_per_s(1_000, train_steps, out, threads=1))
         if opts.cleanrl:
@@ -174,12 +180,15 @@ def main():
             theirs_1.append(cleanrl_steps_per_s(*opts.cleanrl, 1_000, train_steps, threads=1))
     sps = np.median(ours)
     rows.append(("training steps/s (batch 32, train every 4): dqn_atari.py", f"{sps:.1f}"))
+    rows.append(("training steps/s: dqn_atari.py --bf16", f"{np.median(ours_bf16):.1f}"))
     rows.append(("training steps/s: dqn_atari.py --torch-threads 1", f"{np.median(ours_1):.1f}"))
     if opts.cleanrl:
         best = max(np.median(theirs), np.median(theirs_1))
         rows.append(("training steps/s: CleanRL, default torch threads", f"{np.median(theirs):.1f}"))
         rows.append(("training steps/s: CleanRL, OMP_NUM_THREADS=1", f"{np.median(theirs_1):.1f}"))
         rows.append(("  dqn_atari.py / CleanRL's faster setting, same run", f"{sps / best:.2f}x"))
+        rows.append(("  dqn_atari.py --bf16 / CleanRL's faster setting, same run",
+                     f"{np.median(ours_bf16) / best:.2f}x"))
     rows.append(("  dqn_atari.py / CleanRL's 63 steps/s in MEASURED.md", f"{sps / 63:.2f}x"))
 
     rb = dqn_atari.ReplayBuffer(1_000_000, gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), 1, seed=0)

@@ -48,6 +48,20 @@ def test_learned_q_equals_the_closed_form_on_a_time_limited_constant_reward(modu
     assert q_network(obs)[0].tolist() == pytest.approx([2.0, 2.0], abs=0.05)
 
 
+def test_bf16_computes_in_bfloat16_and_still_learns_the_closed_form(tmp_path):
+    """dqn_atari.py --bf16: the layers run in bfloat16, the Q-values come out float32, and
+    the learned value is the one float32 learns."""
+    args = tiny(dqn_atari, tmp_path, env_id="tests/ConstantPixels-v0", gamma=0.5, total_timesteps=2_500,
+                learning_rate=3e-3, batch_size=32, train_frequency=1, target_network_frequency=50,
+                eval_episodes=0, learning_starts=100, bf16=True)
+    q_network = dqn_atari.train(args, verbose=False).q_network
+    dtypes = []
+    q_network.conv.register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
+    q = q_network(torch.zeros((1, 4, 36, 36), dtype=torch.uint8))
+    assert dtypes == [torch.bfloat16] and q.dtype == torch.float32
+    assert q[0].tolist() == pytest.approx([2.0, 2.0], abs=0.05)
+
+
 # ---------------------------------------------------------------------------
 # Random streams
 
