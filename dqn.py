@@ -19,9 +19,9 @@ by Polyak averaging; the 2015 DQN on it is
 (the 2015 algorithm with CartPole's learning rate, buffer and exploration schedule).
 
 Sections, in reading order: Args and PRESETS, make_env, QNetwork, ReplayBuffer,
-linear_schedule and select_action, td_target and td_loss, n_step_transitions, Adam and gradient_step,
-update_target, evaluate, the loop state and its checkpoint, train (act, store, learn,
-log), main.
+linear_schedule and select_action, td_target and td_loss, n_step_transitions, Adam and
+gradient_step, update_target, evaluate, the loop state and its checkpoint, train (act,
+store, learn, log), main.
 """
 
 import argparse
@@ -120,7 +120,7 @@ PRESETS = {
                            max_grad_norm=10.0, hidden_sizes=(256, 256), end_e=0.07),
     "LunarLander-v3": dict(total_timesteps=150_000, num_envs=4, learning_rate=6.3e-4, buffer_size=100_000,
                            train_frequency=16, gradient_steps=8, target_network_frequency=4, tau=0.02,
-                           n_step=3, double_q=True, exploration_fraction=0.12),
+                           n_step=3, double_q=True, layer_norm=True, exploration_fraction=0.12),
 }
 
 
