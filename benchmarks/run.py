@@ -448,7 +448,7 @@ def how_they_ran(records: list) -> str:
     """'runs 2 at a time', or per implementation where they differ (runs reused with --reuse)."""
     ways = {}
     for r in records:
-        ways.setdefault(r.get("at_once", "at once not recorded"), []).append(r["label"])
+        ways.setdefault(r.get("at_once", "(how many at once: not recorded)"), []).append(r["label"])
     if len(ways) == 1:
         return "runs " + next(iter(ways))
     return "; ".join(f"{', '.join(dict.fromkeys(labels))} runs {way}" for way, labels in ways.items())
