@@ -66,6 +66,7 @@ class Args:
 
     # Learning
     learning_rate: float = 1e-3  # Adam learning rate
+    lr_end_fraction: float = 1.0  # the learning rate decays linearly to this fraction of it by the end (1: constant)
     gamma: float = 0.99  # discount factor of future rewards
     batch_size: int = 128  # transitions per gradient update
     buffer_size: int = 50_000  # replay capacity in transitions; the oldest are overwritten first
@@ -118,9 +119,9 @@ PRESETS = {
     "MountainCar-v0": dict(total_timesteps=120_000, learning_rate=4e-3, gamma=0.98, buffer_size=10_000,
                            train_frequency=16, gradient_steps=8, target_network_frequency=600, n_step=3,
                            max_grad_norm=10.0, hidden_sizes=(256, 256), end_e=0.07),
-    "LunarLander-v3": dict(total_timesteps=150_000, num_envs=4, learning_rate=6.3e-4, buffer_size=100_000,
-                           train_frequency=16, gradient_steps=8, target_network_frequency=4, tau=0.02,
-                           n_step=3, double_q=True, layer_norm=True, exploration_fraction=0.12),
+    "LunarLander-v3": dict(total_timesteps=200_000, num_envs=4, learning_rate=6.3e-4, lr_end_fraction=0.0,
+                           buffer_size=100_000, train_frequency=16, gradient_steps=8, target_network_frequency=4,
+                           tau=0.02, n_step=3, double_q=True, layer_norm=True, exploration_fraction=0.12),
 }
 
 
@@ -135,9 +136,9 @@ class UsageError(Exception):
 
 RANGES = [  # (field, lowest, highest) of every numeric setting
     ("seed", 0, math.inf), ("total_timesteps", 1, math.inf), ("num_envs", 1, math.inf),
-    ("learning_rate", 0, math.inf), ("gamma", 0, 1), ("batch_size", 1, math.inf), ("buffer_size", 1, math.inf),
-    ("learning_starts", 0, math.inf), ("train_frequency", 1, math.inf), ("gradient_steps", 1, math.inf),
-    ("target_network_frequency", 1, math.inf), ("tau", 0, 1), ("n_step", 1, math.inf),
+    ("learning_rate", 0, math.inf), ("lr_end_fraction", 0, 1), ("gamma", 0, 1), ("batch_size", 1, math.inf),
+    ("buffer_size", 1, math.inf), ("learning_starts", 0, math.inf), ("train_frequency", 1, math.inf),
+    ("gradient_steps", 1, math.inf), ("target_network_frequency", 1, math.inf), ("tau", 0, 1), ("n_step", 1, math.inf),
     ("max_grad_norm", 0, math.inf), ("hidden_sizes", 1, math.inf), ("start_e", 0, 1), ("end_e", 0, 1),
     ("exploration_fraction", 0, 1), ("eval_episodes", 0, math.inf), ("eval_max_steps", 1, math.inf),
     ("log_interval", 1, math.inf), ("torch_threads", 1, math.inf), ("checkpoint_every", 0, math.inf),
@@ -663,6 +664,8 @@ def train(args: Args, verbose: bool = True) -> Results:
             # train_frequency (with several envs, one iteration may cross more than one).
             if state.global_step > state.learning_starts and rb.size >= args.batch_size:
                 rounds = state.global_step // args.train_frequency - prev_step // args.train_frequency
+                optimizer.lr = linear_schedule(args.learning_rate, args.lr_end_fraction * args.learning_rate,
+                                               args.total_timesteps, state.global_step)
                 for _ in range(rounds * args.gradient_steps):
                     state.last_loss = gradient_step(q_network, target_network, optimizer,
                                                     rb.sample(args.batch_size, device), args)

@@ -108,6 +108,18 @@ def test_adam_takes_torch_optim_adams_steps_and_resumes_from_its_state():
     assert ours.t == 30
 
 
+@pytest.mark.parametrize("fraction", [1.0, 0.25])
+def test_the_learning_rate_decays_linearly_to_its_end_fraction(tiny_args, monkeypatch, fraction):
+    lrs, adam_step = [], dqn.Adam.step
+    monkeypatch.setattr(dqn.Adam, "step", lambda self: (lrs.append(self.lr), adam_step(self)))
+    dqn.train(tiny_args(learning_rate=0.01, lr_end_fraction=fraction, train_frequency=1, total_timesteps=1000,
+                        learning_starts=100), verbose=False)
+    assert len(lrs) == 900  # one update at each env step from 101 to 1000
+    assert lrs[0] == pytest.approx(0.01 * (1 - (1 - fraction) * 101 / 1000))
+    assert lrs[-1] == pytest.approx(0.01 * fraction)  # at step 1000, the end
+    assert all(a > b for a, b in zip(lrs, lrs[1:])) if fraction < 1 else set(lrs) == {0.01}
+
+
 def test_select_action_is_greedy_at_epsilon_zero_and_batched():
     net = q_table_network([[0.0, 1.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
     rng = np.random.default_rng(0)
