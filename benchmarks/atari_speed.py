@@ -135,7 +135,7 @@ def main():
     parser.add_argument("--device", default="cpu",
                         help="cuda: only the training steps/s, on the GPU, with 1, 8 and 16 envs")
     opts = parser.parse_args()
-    rounds, env_steps, updates, train_steps = (1, 1_000, 10, 1_000) if opts.quick else (2, 3_000, 30, 1_500)
+    rounds, env_steps, updates, train_steps = (1, 1_000, 10, 1_000) if opts.quick else (3, 3_000, 30, 1_500)
     if opts.device != "cpu":  # (benchmarks/atari_gpu.sh) batch 32, an update every 4 env steps, as CleanRL
         for num_envs, bf16 in [(1, False), (8, False), (16, False), (8, True)]:
             with tempfile.TemporaryDirectory() as out:
