@@ -661,7 +661,8 @@ def train(args: Args, verbose: bool = True) -> Results:
             state.obs, state.autoreset = next_obs, terminated | truncated
 
             # Learn: `gradient_steps` updates each time global_step crosses a multiple of
-            # train_frequency (with several envs, one iteration may cross more than one).
+            # train_frequency (with several envs, one iteration may cross more than one), at
+            # a learning rate that goes linearly to lr_end_fraction of itself by the last step.
             if state.global_step > state.learning_starts and rb.size >= args.batch_size:
                 rounds = state.global_step // args.train_frequency - prev_step // args.train_frequency
                 optimizer.lr = linear_schedule(args.learning_rate, args.lr_end_fraction * args.learning_rate,

@@ -349,6 +349,7 @@ def run_main(monkeypatch, capsys, *argv):
     (["--loss", "foo"], "'foo'"),
     (["--total-timesteps", "abc"], "--total-timesteps"),
     (["--gamma", "1.5"], "--gamma"),
+    (["--lr-end-fraction", "1.5"], "--lr-end-fraction 1.5"),
     (["--env-id", "Blackjack-v1"], "unsupported observation space"),
     (["--checkpoint-every", "-1"], "--checkpoint-every"),
     (["--resume", "/nonexistent/checkpoint.pt"], "cannot resume"),
