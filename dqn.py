@@ -66,7 +66,7 @@ class Args:
 
     # Learning
     learning_rate: float = 1e-3  # Adam learning rate
-    lr_end_fraction: float = 1.0  # the learning rate decays linearly to this fraction of it by the end (1: constant)
+    lr_end_fraction: float = 1.0  # learning rate at the end / learning_rate (linear from step 0; 1: constant)
     gamma: float = 0.99  # discount factor of future rewards
     batch_size: int = 128  # transitions per gradient update
     buffer_size: int = 50_000  # replay capacity in transitions; the oldest are overwritten first
@@ -662,7 +662,8 @@ def train(args: Args, verbose: bool = True) -> Results:
 
             # Learn: `gradient_steps` updates each time global_step crosses a multiple of
             # train_frequency (with several envs, one iteration may cross more than one), at
-            # a learning rate that goes linearly to lr_end_fraction of itself by the last step.
+            # a learning rate that goes linearly from step 0 to lr_end_fraction of itself at the
+            # last step (over the whole run, where epsilon's decay takes exploration_fraction).
             if state.global_step > state.learning_starts and rb.size >= args.batch_size:
                 rounds = state.global_step // args.train_frequency - prev_step // args.train_frequency
                 optimizer.lr = linear_schedule(args.learning_rate, args.lr_end_fraction * args.learning_rate,
