@@ -662,8 +662,7 @@ def train(args: Args, verbose: bool = True) -> Results:
 
             # Learn: `gradient_steps` updates each time global_step crosses a multiple of
             # train_frequency (with several envs, one iteration may cross more than one), at
-            # a learning rate that goes linearly from step 0 to lr_end_fraction of itself at the
-            # last step (over the whole run, where epsilon's decay takes exploration_fraction).
+            # a learning rate that decays linearly over the whole run (--lr-end-fraction).
             if state.global_step > state.learning_starts and rb.size >= args.batch_size:
                 rounds = state.global_step // args.train_frequency - prev_step // args.train_frequency
                 optimizer.lr = linear_schedule(args.learning_rate, args.lr_end_fraction * args.learning_rate,
