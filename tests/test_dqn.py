@@ -20,7 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def q_table_network(q_values):
     """A QNetwork over Discrete(n) observations whose Q(s, a) is exactly q_values[s][a]."""
     q_values = torch.tensor(q_values, dtype=torch.float32)
-    net = dqn.QNetwork(gym.spaces.Discrete(q_values.shape[0]), q_values.shape[1], hidden_sizes=())
+    net = dqn.QNetwork(gym.spaces.Discrete(q_values.shape[0]), q_values.shape[1], dqn.Args(hidden_sizes=()))
     with torch.no_grad():  # no hidden layer: Q = W @ one_hot(s) + b
         net.mlp[-1].weight.copy_(q_values.T)
         net.mlp[-1].bias.zero_()
@@ -86,38 +86,44 @@ def test_update_target_hard_copy_is_exact_and_polyak_mixes():
     assert torch.equal(target.mlp[-1].weight, online.mlp[-1].weight)
 
 
-def test_adam_takes_torch_optim_adams_steps_and_resumes_from_its_state():
-    torch.manual_seed(0)
-    nets = [dqn.QNetwork(gym.spaces.Box(-1, 1, (3,)), 2, (8,), layer_norm=True) for _ in range(3)]
-    for net in nets[1:]:
-        net.load_state_dict(nets[0].state_dict())
-    ours, theirs = dqn.Adam(nets[0].parameters(), lr=0.01), torch.optim.Adam(nets[1].parameters(), lr=0.01)
-    for step in range(30):
-        if step == 10:  # the rest of the steps from a copy restored from ours
-            resumed = dqn.Adam(nets[2].parameters(), lr=0.01)
-            resumed.load_state_dict(ours.state_dict())
-            nets[2].load_state_dict(nets[0].state_dict())
-        x = torch.randn(16, 3)
-        for net, opt in [(nets[0], ours), (nets[1], theirs)] + ([(nets[2], resumed)] if step >= 10 else []):
-            opt.zero_grad()
-            (net(x) ** 2).mean().backward()
-            opt.step()
-    for ours_p, theirs_p, resumed_p in zip(*(net.parameters() for net in nets)):
-        assert torch.allclose(ours_p, theirs_p, atol=1e-6)
-        assert torch.equal(ours_p, resumed_p)
-    assert ours.t == 30
-
-
 @pytest.mark.parametrize("fraction", [1.0, 0.25])
 def test_the_learning_rate_decays_linearly_to_its_end_fraction(tiny_args, monkeypatch, fraction):
-    lrs, adam_step = [], dqn.Adam.step
-    monkeypatch.setattr(dqn.Adam, "step", lambda self: (lrs.append(self.lr), adam_step(self)))
+    lrs, adam_step = [], torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step",
+                        lambda self: (lrs.append(self.param_groups[0]["lr"]), adam_step(self)))
     dqn.train(tiny_args(learning_rate=0.01, lr_end_fraction=fraction, train_frequency=1, total_timesteps=1000,
                         learning_starts=100), verbose=False)
     assert len(lrs) == 900  # one update at each env step from 101 to 1000
     assert lrs[0] == pytest.approx(0.01 * (1 - (1 - fraction) * 101 / 1000))
     assert lrs[-1] == pytest.approx(0.01 * fraction)  # at step 1000, the end
     assert np.allclose(np.diff(lrs), -0.01 * (1 - fraction) / 1000)  # the same step down at every env step
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.5])
+def test_the_target_network_changes_only_when_global_step_passes_a_multiple_of_its_frequency(
+        tiny_args, monkeypatch, tau):
+    """The target lags: a loop that synced it at every env step (with tau 1: no target network
+    at all) fails here. 3 envs: global_step moves by up to 3, so a multiple can be passed
+    without being hit."""
+    target, seen = [], []  # the target network; (global_step, its weights) at each iteration
+    real_step, real_schedule = dqn.gradient_step, dqn.linear_schedule
+
+    def gradient_step(q_network, target_network, *rest):
+        target[:] = [target_network]
+        return real_step(q_network, target_network, *rest)
+
+    def schedule(start, end, duration, t):
+        if start == 1.0 and target:  # epsilon's, once an iteration, before the env step
+            seen.append((t, torch.cat([p.flatten() for p in target[0].parameters()]).clone()))
+        return real_schedule(start, end, duration, t)
+
+    monkeypatch.setattr(dqn, "gradient_step", gradient_step)
+    monkeypatch.setattr(dqn, "linear_schedule", schedule)
+    dqn.train(tiny_args(num_envs=3, train_frequency=1, target_network_frequency=50, tau=tau,
+                        total_timesteps=600, learning_rate=1e-3), verbose=False)
+    changed = [not torch.equal(a, b) for (_, a), (_, b) in zip(seen, seen[1:])]
+    passed = [t1 // 50 > t0 // 50 for (t0, _), (t1, _) in zip(seen, seen[1:])]
+    assert changed == passed and sum(passed) >= 8
 
 
 def test_select_action_is_greedy_at_epsilon_zero_and_batched():
@@ -140,18 +146,17 @@ def test_select_action_explores_uniformly_at_epsilon_one():
 
 def test_qnetwork_sizes_come_from_the_spaces():
     box = gym.spaces.Box(-1, 1, shape=(2, 3, 4), dtype=np.float32)  # any shape: flattened
-    net = dqn.QNetwork(box, 5, hidden_sizes=(8,))
+    net = dqn.QNetwork(box, 5, dqn.Args(hidden_sizes=(8,)))
     assert net(torch.zeros(7, 2, 3, 4)).shape == (7, 5)
-    onehot = dqn.QNetwork(gym.spaces.Discrete(16), 4, hidden_sizes=(8,))
+    onehot = dqn.QNetwork(gym.spaces.Discrete(16), 4, dqn.Args(hidden_sizes=(8,)))
     assert onehot(torch.tensor([0, 15])).shape == (2, 4)
 
 
 def test_buffer_wraps_without_losing_order():
     space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
-    rb = dqn.ReplayBuffer(5, space, seed=0)
-    for start, k in [(0, 3), (3, 1), (4, 3)]:  # 7 transitions in batches of 3, 1, 3
-        i = np.arange(start, start + k)
-        rb.add(np.stack([i, i], 1), i, i * 10.0, np.stack([i + 1, i + 1], 1), i % 2)
+    rb = dqn.ReplayBuffer(5, space, num_envs=1, seed=0)
+    for i in range(7):  # 7 transitions
+        rb.store(np.array([i, i]), i, i * 10.0, np.array([i + 1, i + 1]), i % 2)
     assert rb.size == 5 and rb.pos == 2
     # slots 0, 1 were overwritten by transitions 5, 6; slots 2-4 still hold 2-4
     assert rb.actions.tolist() == [5, 6, 2, 3, 4]
@@ -163,8 +168,9 @@ def test_buffer_wraps_without_losing_order():
 
 def test_buffer_samples_uniformly_from_what_is_stored_only():
     space = gym.spaces.Discrete(100)
-    rb = dqn.ReplayBuffer(100, space, seed=0)
-    rb.add(np.arange(10), np.arange(10), np.zeros(10), np.arange(10), np.zeros(10))
+    rb = dqn.ReplayBuffer(100, space, num_envs=1, seed=0)
+    for i in range(10):
+        rb.store(i, i, 0.0, i, 0.0)
     obs, actions, rewards, next_obs, terminated = rb.sample(50_000, torch.device("cpu"))
     assert obs.dtype == torch.int64 and rewards.dtype == torch.float32
     counts = np.bincount(actions.numpy(), minlength=100)
@@ -202,18 +208,15 @@ def test_transitions_are_exact(tiny_args, num_envs):
 
 def test_n_step_transitions_sum_discounted_rewards_and_stop_at_the_episode_end():
     """One env, n = 3, gamma = 0.5; rewards 1, 2, 4, 8 on the steps out of o0 .. o3."""
-    n, gamma = 3, 0.5
-
     def run(last_terminated, last_truncated):
-        windows, stored = [collections.deque()], []
+        rb = dqn.ReplayBuffer(10, gym.spaces.Box(0, 9, (1,)), num_envs=1, seed=0, n_step=3, gamma=0.5)
         for t, r in enumerate([1.0, 2.0, 4.0, 8.0]):
             end = t == 3
-            out = dqn.n_step_transitions(
-                windows, np.array([True]), np.array([[t]]), np.array([t]), np.array([r]),
-                np.array([[t + 1]]), np.array([end and last_terminated]), np.array([end and last_truncated]),
-                n, gamma)
-            stored += [(int(o[0]), int(a), float(ret), int(o2[0]), bool(term)) for o, a, ret, o2, term in zip(*out)]
-        return stored
+            rb.add(np.array([[t]]), np.array([t]), np.array([r]), np.array([[t + 1]]),
+                   np.array([end and last_terminated]), np.array([end and last_truncated]),
+                   reset=np.array([False]))
+        return [(int(o[0]), int(a), float(ret), int(o2[0]), bool(term)) for o, a, ret, o2, term in
+                zip(rb.obs[:rb.size], rb.actions, rb.rewards, rb.next_obs, rb.terminated)]
 
     # (s_t, a_t, r_t + 0.5 r_t+1 + 0.25 r_t+2, s_t+3, terminated); at the end, the last
     # steps are stored with the rewards up to it and nothing to bootstrap
@@ -222,11 +225,12 @@ def test_n_step_transitions_sum_discounted_rewards_and_stop_at_the_episode_end()
     # truncated: the full 3-step transition reaching the final obs bootstraps from it;
     # the shorter ones after it are dropped
     assert run(False, True) == [(0, 0, 3.0, 3, False), (1, 1, 6.0, 4, False)]
-    # a reset step (real False) is no transition and leaves the window alone
-    windows = [collections.deque([("o", 0, 1.0)])]
-    out = dqn.n_step_transitions(windows, np.array([False]), np.zeros((1, 1)), np.zeros(1, int), np.zeros(1),
-                                 np.zeros((1, 1)), np.zeros(1, bool), np.zeros(1, bool), n, gamma)
-    assert len(out[0]) == 0 and len(windows[0]) == 1
+    # a reset step is no transition and leaves the window alone
+    rb = dqn.ReplayBuffer(10, gym.spaces.Box(0, 9, (1,)), num_envs=1, seed=0, n_step=3, gamma=0.5)
+    rb.windows[0].append(("o", 0, 1.0))
+    rb.add(np.zeros((1, 1)), np.zeros(1, int), np.zeros(1), np.zeros((1, 1)), np.zeros(1, bool),
+           np.zeros(1, bool), reset=np.array([True]))
+    assert rb.size == 0 and len(rb.windows[0]) == 1
 
 
 def test_n_step_transitions_collected_by_train_are_exact(tiny_args):
@@ -293,8 +297,7 @@ def test_run_writes_metrics_summary_and_model(tiny_args):
         assert json.load(f)["eval_returns"] == results.eval_returns
     saved = torch.load(os.path.join(results.output_dir, "model.pt"))
     assert saved["args"]["env_id"] == "tests/Chain-v0"
-    net = dqn.QNetwork(gym.spaces.Box(0, 1e6, shape=(3,)), 3, tuple(saved["args"]["hidden_sizes"]),
-                       saved["args"]["layer_norm"], saved["args"]["small_last_layer"])
+    net = dqn.QNetwork(gym.spaces.Box(0, 1e6, shape=(3,)), 3, dqn.Args(**saved["args"]))
     net.load_state_dict(saved["q_network"])
     assert len(results.eval_returns) == 3
 
@@ -330,7 +333,7 @@ def test_learns_cartpole(tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# Bad input: one line on stderr, exit code 2, no traceback
+# Bad input: a short message, a non-zero exit, no traceback, nothing on disk
 
 
 def run_main(monkeypatch, capsys, *argv):
@@ -342,23 +345,41 @@ def run_main(monkeypatch, capsys, *argv):
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["--env-id", "Pendulum-v1"], "Discrete action space"),
+    (["--env-id", "Pendulum-v1"], "Discrete actions"),
     (["--env-id", "NoSuchEnv-v0"], "NoSuchEnv"),
-    (["--batch-size", "64", "--buffer-size", "32"], "--buffer-size"),
-    (["--total-timesteps", "1000", "--learning-starts", "5000"], "--learning-starts 5000"),
-    (["--loss", "foo"], "'foo'"),
-    (["--total-timesteps", "abc"], "--total-timesteps"),
-    (["--gamma", "1.5"], "--gamma"),
-    (["--lr-end-fraction", "1.5"], "--lr-end-fraction 1.5"),
-    (["--env-id", "Blackjack-v1"], "unsupported observation space"),
-    (["--checkpoint-every", "-1"], "--checkpoint-every"),
+    (["--env-id", "no_such_module:MyEnv-v0"], "no_such_module"),
+    (["--env-id", "Blackjack-v1"], "Box or Discrete observations"),
     (["--resume", "/nonexistent/checkpoint.pt"], "cannot resume"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(monkeypatch, capsys, tmp_path, argv, words):
     code, err = run_main(monkeypatch, capsys, *argv, "--output-dir", str(tmp_path))
     assert code == 2
-    assert err.count("\n") == 1 and words in err and "Traceback" not in err
+    assert err.startswith("error: ") and err.count("\n") == 1 and words in err and "Traceback" not in err
     assert os.listdir(tmp_path) == []  # nothing written for a run that never started
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--batch-size", "64", "--buffer-size", "32"], "--buffer-size 32"),
+    (["--total-timesteps", "1000", "--learning-starts", "5000"], "--learning-starts 5000"),
+    (["--loss", "foo"], "foo"),
+    (["--total-timesteps", "abc"], "--total-timesteps"),
+    (["--gamma", "1.5"], "--gamma 1.5"),
+    (["--lr-end-fraction", "1.5"], "--lr-end-fraction 1.5"),
+    (["--checkpoint-every", "-1"], "--checkpoint-every -1"),
+    (["--hidden-sizes", "64", "0"], "--hidden-sizes (64, 0)"),
+    (["--learning-rat", "0.1"], "--learning-rate"),  # tyro suggests the nearest flag
+])
+def test_bad_flag_or_value_is_reported_by_tyro_with_exit_code_2(monkeypatch, capsys, tmp_path, argv, words):
+    code, err = run_main(monkeypatch, capsys, *argv, "--output-dir", str(tmp_path))
+    assert code == 2 and words in err and "Traceback" not in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_python_caller_gets_a_value_error_for_a_value_out_of_range():
+    with pytest.raises(ValueError, match="--gamma 1.5 is out of range"):
+        dqn.Args(gamma=1.5)
+    with pytest.raises(ValueError, match="--buffer-size 8"):
+        dqn.preset_args("CartPole-v1", buffer_size=8)
 
 
 def test_unwritable_output_dir_fails_at_once(monkeypatch, capsys, tmp_path):
@@ -372,9 +393,9 @@ def test_missing_optional_package_says_what_to_install(monkeypatch, capsys, tmp_
     import importlib.util
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "tensorboard" else real_find_spec(name, *a))
-    code, err = run_main(monkeypatch, capsys, "--tensorboard", "--output-dir", str(tmp_path))
-    assert code == 2 and "pip install tensorboard" in err
+                        lambda name, *a: None if name == "moviepy" else real_find_spec(name, *a))
+    code, err = run_main(monkeypatch, capsys, "--capture-video", "--output-dir", str(tmp_path))
+    assert code == 2 and "pip install moviepy" in err and os.listdir(tmp_path) == []
 
 
 def test_preset_switches_are_flags_that_override_the_preset():

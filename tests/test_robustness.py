@@ -72,14 +72,14 @@ def test_every_random_stream_has_its_own_seed():
     streams = [s + i for run in (1, 2) for name, s in dqn.run_seeds(run).items()
                for i in (range(64) if name in ("envs", "eval") else [0])]
     assert len(set(streams)) == len(streams)
-    assert dqn.run_seeds(1) == dqn.run_seeds(1) == dqn_atari.run_seeds(1)
+    assert dqn.run_seeds(1) == dqn.run_seeds(1)
 
 
 def test_exploration_draws_nothing_like_an_env(tmp_path):
     seeds = dqn.run_seeds(1)
     envs = dqn.make_env(dqn.Args(env_id="tests/Chain-v0", num_envs=2), 2)
     envs.reset(seed=seeds["envs"])
-    env_draws = [e.np_random.bit_generator.state for e in envs.envs]
+    env_draws = [e.np_random.bit_generator.state for e in envs.unwrapped.envs]
     explore = np.random.default_rng(seeds["explore"]).bit_generator.state
     replay = np.random.default_rng(seeds["replay"]).bit_generator.state
     assert explore != replay and explore not in env_draws and replay not in env_draws
@@ -101,7 +101,7 @@ def test_tiny_budgets_train_without_error(tmp_path, overrides):
 def test_evaluation_of_a_looping_policy_ends(tmp_path, capsys):
     """CliffWalking has no time limit; a policy that walks into the wall never ends an episode."""
     args = dqn.Args(env_id="CliffWalking-v1", eval_episodes=2, eval_max_steps=300)
-    q_network = dqn.QNetwork(gym.spaces.Discrete(48), 4, hidden_sizes=())
+    q_network = dqn.QNetwork(gym.spaces.Discrete(48), 4, dqn.Args(hidden_sizes=()))
     with torch.no_grad():  # always action 0: up, against the top wall
         q_network.mlp[-1].weight.zero_()
         q_network.mlp[-1].bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]))
@@ -156,7 +156,7 @@ def test_training_time_adds_up_over_a_resume_and_excludes_the_evaluation(tmp_pat
 
     monkeypatch.setattr(dqn, "linear_schedule", schedule)
     stopped = dqn.train(tiny(dqn, tmp_path, eval_episodes=0), verbose=False)
-    _, checkpoint = dqn.load_checkpoint(os.path.join(stopped.output_dir, "checkpoint.pt"))
+    checkpoint = torch.load(os.path.join(stopped.output_dir, "checkpoint.pt"), weights_only=True)
     first_segment = checkpoint["state"]["train_seconds"]
     monkeypatch.setattr(dqn, "evaluate", lambda *a, **k: __import__("time").sleep(1.0) or [])
     resumed = dqn.train(dqn.Args(resume=stopped.output_dir), verbose=False)
@@ -185,8 +185,6 @@ def trained_run(tmp_path_factory):
 @pytest.mark.parametrize("argv, words", [
     (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "cuda:99"], "--device cuda"),
     (["--device", "nonsense"], "--device nonsense"),
-    (["--seed", "-1"], "--seed -1"),
-    (["--total-timesteps", "500"], "--total-timesteps 500"),
     (["--buffer-size", "10000000000000"], "GB of memory"),
     (["--env-id", "ALE/Pong-v5"], "dqn_atari.py"),
     (["--env-id", "ale_py:ALE/Pong-v5"], "dqn_atari.py"),
@@ -203,13 +201,85 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, trained_run, argv, w
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("script, argv, words", [
+    ("dqn.py", ["--seed", "-1"], "--seed -1"),
+    ("dqn.py", ["--total-timesteps", "500"], "--total-timesteps 500"),
+    ("dqn_atari.py", ["--frame-size", "20"], "--frame-size 20"),
+    ("dqn_atari.py", ["--frame-stak", "2"], "--frame-stack"),
+])
+def test_bad_value_or_flag_is_tyros_message_and_leaves_nothing(tmp_path, script, argv, words):
+    code, err = run_cli(script, tmp_path, *argv)
+    assert code == 2 and words in err and "Traceback" not in err, err
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("argv, words", [
     (["--env-id", "CartPole-v1"], "use dqn.py"),
     (["--device", "nonsense"], "--device nonsense"),
     (["--buffer-size", "10000000000000"], "GB of memory"),
-    (["--frame-size", "20"], "--frame-size 20"),
 ])
 def test_atari_bad_input_is_one_line_and_leaves_nothing(tmp_path, argv, words):
     code, err = run_cli("dqn_atari.py", tmp_path, *argv)
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and words in err, err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_shared_file_runs_no_code_when_loaded(tmp_path):
+    """torch.load(weights_only=True): a model.pt or checkpoint.pt that would run code when
+    unpickled is refused, and the code never runs."""
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "model.pt"
+    torch.save({"q_network": Evil(), "args": {}, "state": Evil(), "modules": {}}, evil)
+    for flag in ["--eval-only", "--resume"]:
+        code, err = run_cli("dqn.py", tmp_path, flag, str(evil))
+        assert code == 2 and err.startswith("error: ") and not marker.exists(), err
+
+
+USER_ENV = """
+import gymnasium as gym
+import numpy as np
+
+
+class Corridor(gym.Env):
+    \"\"\"Walk right to the end of a corridor of 5 cells: reward 1 there, -0.01 a step.\"\"\"
+
+    def __init__(self, continuous=False):  # (no render_mode argument, as many users' envs)
+        self.observation_space = gym.spaces.Box(0, 4, (1,), np.float32)
+        self.action_space = (gym.spaces.Box(-1, 1, (1,)) if continuous else gym.spaces.Discrete(2))
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x = 0
+        return np.array([self.x], np.float32), {}
+
+    def step(self, action):
+        self.x = min(max(self.x + (1 if int(np.asarray(action).ravel()[0] > 0) else -1), 0), 4)
+        return np.array([self.x], np.float32), 1.0 if self.x == 4 else -0.01, self.x == 4, False, {}
+
+
+gym.register("Corridor-v0", entry_point=Corridor, max_episode_steps=50)  # a class, not a string
+gym.register("CorridorContinuous-v0", entry_point=Corridor, kwargs={"continuous": True})
+"""
+
+
+def test_a_users_own_env_with_a_class_entry_point_trains_from_the_command_line(tmp_path):
+    (tmp_path / "my_envs.py").write_text(USER_ENV)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    common = ["--total-timesteps", "3000", "--learning-starts", "500", "--eval-episodes", "3",
+              "--output-dir", str(tmp_path / "runs")]
+    out = subprocess.run([sys.executable, os.path.join(REPO, "dqn.py"), "--env-id", "my_envs:Corridor-v0",
+                          *common], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    (run_dir,) = os.listdir(tmp_path / "runs")
+    with open(tmp_path / "runs" / run_dir / "summary.json") as f:
+        assert json.load(f)["eval_returns"] == pytest.approx([0.97] * 3)  # 4 steps right
+    out = subprocess.run([sys.executable, os.path.join(REPO, "dqn.py"), "--env-id",
+                          "my_envs:CorridorContinuous-v0", *common], capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert out.returncode == 2 and out.stderr.startswith("error: ") and "Discrete actions" in out.stderr
+    assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1
