@@ -124,9 +124,9 @@ def make_env(args: Args, num_envs: int, evaluation: bool = False) -> gym.vector.
     try:  # (CartPole has a numpy-vectorized version, which gymnasium picks here)
         envs = gym.make_vec(args.env_id, num_envs, **render)
     except (gym.error.Error, ImportError) as e:  # an unknown id, module or package
-        error = env_error(args.env_id) or f"cannot make env {args.env_id!r}: {e}"
+        error = atari_error(args.env_id) or f"cannot make env {args.env_id!r}: {e}"
         raise UsageError(error) from None
-    check_spaces(envs, args.env_id)
+    check_env(envs, args.env_id)
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 
@@ -458,8 +458,8 @@ def check_args(args: Args, ranges: dict) -> None:
                          f"(--learning-starts {args.learning_starts})")
 
 
-def env_error(env_id: str) -> str:
-    """Why dqn.py does not take an env that dqn_atari.py does, or ''."""
+def atari_error(env_id: str) -> str:
+    """The error for an id of ale-py's (ALE/Pong-v5, PongNoFrameskip-v4): dqn_atari.py's."""
     with contextlib.suppress(ImportError):
         import ale_py  # noqa: F401  (registers the ALE ids)
     spec = gym.registry.get(env_id.split(":")[-1])
@@ -467,16 +467,14 @@ def env_error(env_id: str) -> str:
     return f"{env_id} is an Atari game: train it with dqn_atari.py" if atari else ""
 
 
-def check_spaces(envs, env_id: str) -> None:
-    """Discrete actions, and Box (flattened) or Discrete (one-hot) observations."""
+def check_env(envs, env_id: str) -> None:
+    """Not an Atari game, Discrete actions, Box (flattened) or Discrete (one-hot) observations."""
     actions, observations = envs.single_action_space, envs.single_observation_space
-    discrete_actions = isinstance(actions, gym.spaces.Discrete)
-    error = env_error(env_id) or (
-        f"DQN needs Discrete actions, {env_id} has {actions}: for continuous actions use an "
-        "actor-critic method (SAC, TD3)" if not discrete_actions else
-        f"{env_id} observes {observations}: dqn.py takes Box or Discrete observations (wrap "
-        "the env to flatten them)" if not isinstance(observations, gym.spaces.Box | gym.spaces.Discrete)
-        else "")
+    error = atari_error(env_id)
+    if not error and not isinstance(actions, gym.spaces.Discrete):
+        error = f"DQN needs Discrete actions, {env_id} has {actions}: try SAC or TD3 for these"
+    if not error and not isinstance(observations, gym.spaces.Box | gym.spaces.Discrete):
+        error = f"{env_id} observes {observations}: dqn.py needs Box or Discrete observations"
     if error:
         envs.close()
         raise UsageError(error)
@@ -566,8 +564,9 @@ def make_run_dir(args: Args) -> str:
 
 def describe(args: Args, device: torch.device, run_dir: str) -> str:
     """The run's first lines: env, device, the settings other than the defaults, the output."""
-    changed = [f"{f.name}={getattr(args, f.name)}" for f in dataclasses.fields(args)
-               if getattr(args, f.name) != f.default and f.name not in ("env_id", "seed", "output_dir")]
+    defaults = {f.name: f.default for f in dataclasses.fields(args)}
+    shown = {k: v for k, v in vars(args).items() if k not in ("env_id", "seed", "output_dir")}
+    changed = [f"{k}={v}" for k, v in shown.items() if v != defaults[k]]
     return (f"{args.env_id}, seed {args.seed}, on {device}; settings other than the defaults: "
             f"{' '.join(changed) or 'none'}\noutput: {run_dir}")
 

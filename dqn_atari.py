@@ -18,6 +18,7 @@ runs the network in bfloat16 (faster only where the CPU has AVX-512 BF16 or AMX,
 import dataclasses
 import math
 import os
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -62,6 +63,14 @@ class Args(dqn.Args):
 
     def __post_init__(self):  # a value out of range raises ValueError, which tyro reports
         dqn.check_args(self, RANGES)
+        if self.bf16 and self.device == "cpu" and not bf16_instructions():
+            print("--bf16: this CPU has no bfloat16 instructions (AVX-512 BF16 or AMX), where it "
+                  "would be about 10x slower: the network computes in float32", file=sys.stderr)
+            self.bf16 = False
+
+
+def bf16_instructions() -> bool:
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 RANGES = {**dqn.RANGES, "frame_skip": (1, math.inf), "frame_size": (36, math.inf),  # 36: the CNN's

@@ -463,8 +463,28 @@ def how_they_ran(records: list) -> str:
     return "; ".join(f"{', '.join(dict.fromkeys(labels))} runs {way}" for way, labels in ways.items())
 
 
-def update_readme(section: str) -> None:
-    path = os.path.join(REPO, "README.md")
+def summary(results: list, envs: list, variants: dict) -> str:
+    """The README's few lines: per env, each implementation's greedy return (mean over seeds)
+    and how many seeds solved it, in how many env steps and seconds from launch (medians)."""
+    labels = list(variants.values())
+    lines = ["| env | " + " | ".join(f"{label}: greedy return, solved, steps / seconds to solve"
+                                      for label in labels) + " |",
+             "|---|" + "---|" * len(labels)]
+    for env_id in envs:
+        cells = []
+        for variant in variants:
+            rs = [r for r in results if r["env_id"] == env_id and r["variant"] == variant and not r["error"]]
+            evals = [r["eval_mean"] for r in rs if r["eval_mean"] is not None]
+            solved = [r for r in rs if r["solve_s"] is not None]
+            when = (f"{np.median([r['solve_step'] for r in solved]):,.0f} / "
+                    f"{np.median([r['solve_s'] for r in solved]):.1f} s" if solved else "-")
+            cells.append(f"{np.mean(evals):.1f}, {len(solved)}/{len(rs)}, {when}" if evals else "-")
+        lines.append(f"| {env_id} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def update_section(path: str, section: str) -> None:
+    """Replace what stands between the results markers of the file at `path`."""
     with open(path) as f:
         text = f.read()
     start, end = "<!-- results:start -->\n", "<!-- results:end -->"
@@ -538,7 +558,7 @@ def main():
                         help="a Python interpreter whose environment has stable-baselines3 "
                              "(default: this one; with --ray, the path on every node)")
     parser.add_argument("--update-readme", action="store_true",
-                        help="replace the README's results section with this run's table")
+                        help="write the README's results summary and docs/results.md's full table")
     parser.add_argument("--reuse", action="store_true",
                         help="read back the runs already finished in --out instead of running them again")
     parser.add_argument("--random-scores", action="store_true",
@@ -573,7 +593,7 @@ def main():
     print(f"Stable-Baselines3 {sb3}: trained beside dqn.py" if sb3 else sb3_note)
 
     steps = [] if opts.total_timesteps is None else ["--total-timesteps", str(opts.total_timesteps)]
-    dqn_extra = [*steps, "--no-save-model", *opts.dqn_args]
+    dqn_extra = [*steps, *opts.dqn_args]  # (model.pt kept: benchmarks/agents.py animates it)
     extra = {"dqn": dqn_extra, "dqn_atari": dqn_extra, "sb3": steps}
     runs = plan_runs(envs, seeds, grid, sb3 is not None, opts.sb3_python)
     variants = {run["variant"]: run["label"] for run in runs}  # in the order of the plan
@@ -616,7 +636,14 @@ def main():
         json.dump(results, f)
     plotted = plot(results, envs, variants, os.path.join(opts.out, "curves.png"))
     if opts.update_readme:
-        update_readme(md + ("\n![learning curves](benchmarks/results/curves.png)\n" if plotted else ""))
+        curves = "\n![learning curves](../benchmarks/results/curves.png)\n" if plotted else ""
+        update_section(os.path.join(REPO, "docs", "results.md"), md + curves)
+        update_section(os.path.join(REPO, "README.md"),
+                       f"{summary(results, envs, variants)}\n\nMedians over {len(seeds)} seeds on "
+                       f"{machine}, {where}; greedy return: 10 episodes after training, mean over "
+                       "seeds; solved: the mean of the last 20 training episodes reaches the "
+                       "env's threshold. The full table, the curves and how they are made: "
+                       "[docs/results.md](docs/results.md).\n")
     print("\n" + md)
     print(f"wrote {opts.out}/results.md" + (" and curves.png" if plotted else ""))
     failed_runs = [r for r in results if r["error"]]

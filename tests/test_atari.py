@@ -297,6 +297,17 @@ def test_cnn_pipeline_learns_a_synthetic_pixel_env(tmp_path):
     assert max(results.episode_returns) > 8  # reports unclipped returns
 
 
+def test_bf16_on_a_cpu_without_bfloat16_instructions_says_so_and_trains_in_float32(monkeypatch, capsys):
+    """Emulated bfloat16 made an update 10x slower on an AVX2-only CPU (benchmarks/NOTES.md)."""
+    monkeypatch.setattr(dqn_atari, "bf16_instructions", lambda: False)
+    assert dqn_atari.Args(bf16=True, device="cpu").bf16 is False
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--bf16" in err and "float32" in err
+    assert dqn_atari.Args(bf16=True, device="cuda").bf16 is True  # (a GPU: no check here)
+    monkeypatch.setattr(dqn_atari, "bf16_instructions", lambda: True)
+    assert dqn_atari.Args(bf16=True, device="cpu").bf16 is True and capsys.readouterr().err == ""
+
+
 # ---------------------------------------------------------------------------
 # Command line
 
