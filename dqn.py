@@ -121,6 +121,8 @@ def make_env(args: Args, num_envs: int, evaluation: bool = False) -> gym.vector.
     and length in info["episode"], and which envs finished in info["_episode"].
     """
     render = dict(render_mode="rgb_array") if evaluation and args.capture_video else {}
+    if render:  # pygame draws the frames without a display
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     try:  # (CartPole has a numpy-vectorized version, which gymnasium picks here)
         envs = gym.make_vec(args.env_id, num_envs, **render)
     except (gym.error.Error, ImportError) as e:  # an unknown id, module or package
@@ -275,11 +277,12 @@ def evaluate(q_network: nn.Module, args: Args, device: torch.device, make_env=ma
     """Returns of args.eval_episodes episodes on a new env, acting with args.eval_epsilon, each
     cut short after args.eval_max_steps steps; recorded to video_dir as mp4 files."""
     envs = make_env(args, 1, evaluation=True)
-    seed = run_seeds(args.seed)["eval"]
-    rng, returns, cut = np.random.default_rng(seed), [], 0
+    seed = run_seeds(args.seed)["eval"]  # episode i: seed + i
+    rng, returns, cut = np.random.default_rng(run_seeds(args.seed)["eval_explore"]), [], 0
     for episode in range(args.eval_episodes):
         obs, _ = envs.reset(seed=seed + episode)
-        episode_return, done, steps, frames = 0.0, False, 0, []
+        episode_return, done, steps = 0.0, False, 0
+        frames = [envs.render()[0]] if video_dir else []
         while not done and steps < args.eval_max_steps:
             actions = select_action(q_network, obs, args.eval_epsilon, rng, device)
             obs, reward, terminated, truncated, _ = envs.step(actions)
@@ -305,8 +308,8 @@ def run_seeds(seed: int) -> dict:
     """One seed per random stream of the run, all derived from --seed, so that no two streams
     (nor those of two runs) draw the same numbers. Env i starts with envs + i, evaluation
     episode i with eval + i; 30 bits leave room for that in ale-py's 32-bit seeds."""
-    streams = np.random.SeedSequence(seed).spawn(5)
-    names = ["network", "explore", "replay", "envs", "eval"]
+    streams = np.random.SeedSequence(seed).spawn(6)
+    names = ["network", "explore", "replay", "envs", "eval", "eval_explore"]
     return {name: int(s.generate_state(1)[0]) % 2**30 for name, s in zip(names, streams)}
 
 
@@ -328,7 +331,8 @@ class State:
 def train(args: Args, make_env=make_env, QNetwork=QNetwork, ReplayBuffer=ReplayBuffer,
           verbose: bool = True) -> "Results":
     """Train a Q-network on args.env_id, or go on with the run saved in args.resume.
-    dqn_atari.py passes its make_env, QNetwork and ReplayBuffer. verbose=False prints nothing."""
+    dqn_atari.py passes its make_env, QNetwork and ReplayBuffer (a make_env of yours must wrap
+    its envs in RecordEpisodeStatistics, as this one does). verbose=False prints nothing."""
     say = print if verbose else lambda *_, **__: None
     checkpoint = load_checkpoint(args) if args.resume else None
     args = checkpoint["args"] if checkpoint else args  # a resumed run keeps its settings
@@ -367,7 +371,8 @@ def train(args: Args, make_env=make_env, QNetwork=QNetwork, ReplayBuffer=ReplayB
             # the new episode's first: no action connects them, so the buffer skips it. A
             # truncated step's next_obs is its true final observation (NEXT_STEP autoreset).
             rb.add(obs, actions, rewards, next_obs, terminated, truncated, reset=autoreset)
-            before, state.global_step = state.global_step, state.global_step + int(sum(~autoreset))
+            before = state.global_step
+            state.global_step += int(sum(~autoreset))  # real transitions only
             passed = lambda every: state.global_step // every - before // every  # noqa: E731
             autoreset = infos.get("_episode", np.zeros(args.num_envs, dtype=bool))  # ended now
             obs = next_obs
@@ -386,11 +391,11 @@ def train(args: Args, make_env=make_env, QNetwork=QNetwork, ReplayBuffer=ReplayB
                     if not math.isfinite(state.last_loss):
                         raise TrainingDiverged(run.diverged(state))
                 # Sync: the target network follows the online one every so many env steps.
-                if passed(args.target_network_frequency):
+                for _ in range(passed(args.target_network_frequency)):
                     update_target(target_network, q_network, args.tau)
 
             # Log: a metrics row per finished episode, a progress line every log_interval.
-            for i in np.flatnonzero(autoreset):
+            for i in np.flatnonzero(autoreset):  # the episodes that ended on this step
                 run.episode(float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i]),
                             epsilon)
             if passed(args.log_interval):

@@ -55,7 +55,7 @@ class Args(dqn.Args):
     frame_size: int = 84  # observed frames are frame_size x frame_size grayscale
     frame_stack: int = 4  # frames stacked into one observation, the newest last
     episodic_life: bool = True  # a lost life ends the episode for learning (returns: whole games)
-    fire_reset: bool = True  # press FIRE when a game starts, in games that need it (Breakout)
+    fire_reset: bool = True  # press FIRE when a game starts (not after a lost life), if it needs it
     clip_rewards: bool = True  # learn from sign(reward); returns are reported unclipped
     repeat_action_probability: float = 0.0  # sticky actions: chance to repeat the last action
     max_episode_frames: int = 108_000  # a game is truncated after this many frames (30 minutes)
@@ -73,9 +73,9 @@ def bf16_instructions() -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
-RANGES = {**dqn.RANGES, "frame_skip": (1, math.inf), "frame_size": (36, math.inf),  # 36: the CNN's
-          "frame_stack": (1, math.inf), "repeat_action_probability": (0, 1),
-          "max_episode_frames": (1, math.inf)}
+RANGES = {**dqn.RANGES, "frame_skip": (1, math.inf), "frame_stack": (1, math.inf),
+          "frame_size": (36, math.inf),  # the smallest frame the Nature CNN takes
+          "repeat_action_probability": (0, 1), "max_episode_frames": (1, math.inf)}
 PRESETS = {}  # per-game settings; the Nature paper used one set for every game
 
 
@@ -110,6 +110,7 @@ def make_env(args: Args, num_envs: int, evaluation: bool = False) -> gym.vector.
         envs.close()
         raise dqn.UsageError(f"{args.env_id} is not an Atari env (ALE/<Game>-v5) nor one with "
                              f"Discrete actions and uint8 frame stacks ({space}): use dqn.py")
+    assert envs.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
     learning = not evaluation
     return LearningSignal(envs, args.episodic_life and learning, args.clip_rewards and learning)
@@ -132,7 +133,7 @@ class LearningSignal(gym.vector.VectorWrapper):
     def step(self, actions):
         self.obs, rewards, terminated, truncated, info = self.env.step(actions)
         if self.episodic_life and self.lives is not None:
-            terminated = terminated | (info["lives"] < self.lives)  # (a new game has more)
+            terminated = terminated | (info["lives"] < self.lives)
             self.lives = info["lives"]
         rewards = np.sign(rewards) if self.clip_rewards else rewards
         return self.obs, rewards, terminated, truncated, info

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import dqn  # noqa: E402
 import dqn_atari  # noqa: E402
 
 GAME, ENV_ID = "breakout", "BreakoutNoFrameskip-v4"
@@ -78,14 +79,15 @@ def update_ms(configs, updates):
     nets = {}
     for threads, channels_last, bf16 in configs:
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        q, target = (dqn_atari.QNetwork(space, 4, bf16).to(memory_format=fmt) for _ in range(2))
+        q, target = (dqn_atari.QNetwork(space, 4, dqn_atari.Args(bf16=bf16)).to(memory_format=fmt)
+                     for _ in range(2))
         nets[threads, channels_last, bf16] = q, target, torch.optim.Adam(q.parameters(), lr=1e-4, fused=True)
     times = {c: [] for c in configs}
     for i in range(updates + 2):
         for (threads, channels_last, bf16), (q, target, optimizer) in nets.items():
             torch.set_num_threads(threads)
             start = time.perf_counter()
-            loss, _ = dqn_atari.td_loss(q, target, batch, 0.99, "huber", double_q=False)
+            loss, _ = dqn.td_loss(q, target, batch, 0.99, "huber", double_q=False)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -125,6 +127,15 @@ def cleanrl_steps_per_s(python, script, learning_starts, train_steps, threads=No
         print(proc.stdout[-2000:], proc.stderr[-2000:])
         return float("nan")
     return (points[-1][0] - points[0][0]) / (points[-1][1] - points[0][1])
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        import platform
+        return platform.processor() or platform.machine()
 
 
 def main():
@@ -195,6 +206,10 @@ def main():
     nbytes = sum(a.nbytes for a in (rb.frames, rb.actions, rb.rewards, rb.terminated, rb.first))
     rows.append(("replay buffer, 1M transitions, allocated GB", f"{nbytes / 1e9:.3f}"))
 
+    rows.append(("CPU", cpu_name()))
+    rows.append(("  torch's CPU capability; bfloat16 instructions (AVX-512 BF16 or AMX)",
+                 f"{torch.backends.cpu.get_cpu_capability()}; "
+                 f"{'yes' if dqn_atari.bf16_instructions() else 'no: --bf16 computes in float32'}"))
     width = max(len(name) for name, _ in rows)
     print(f"\n{'measure':<{width}}  value")
     for name, value in rows:

@@ -196,3 +196,22 @@ def test_atari_ids_train_with_dqn_atari_and_only_training_is_recorded(tmp_path):
     [run] = json.loads((out / "results.json").read_text())
     assert run["label"] == "dqn_atari.py" and run["total_steps"] == 1000
     assert run["steps"][-1] <= 1000 and len(run["returns"]) > 0
+
+
+def test_the_readme_summary_and_the_full_table_are_written_between_their_markers(tmp_path):
+    """--update-readme: per env, each implementation's mean greedy return, seeds solved and the
+    median steps / seconds to solve, in the README; whatever stood between the markers goes."""
+    import run
+
+    def result(variant, seed, eval_mean, solve_step, solve_s):
+        return dict(env_id="CartPole-v1", variant=variant, seed=seed, error=None, eval_mean=eval_mean,
+                    solve_step=solve_step, solve_s=solve_s)
+
+    results = [result("dqn", 1, 500.0, 20000, 3.0), result("dqn", 2, 480.0, 30000, 5.0),
+               result("dqn", 3, 490.0, 26000, 4.0), result("sb3", 1, 300.0, None, None)]
+    text = run.summary(results, ["CartPole-v1"], {"dqn": "dqn.py", "sb3": "SB3 DQN"})
+    assert "| CartPole-v1 | 490.0, 3/3, 26,000 / 4.0 s | 300.0, 0/1, - |" in text.splitlines()
+    page = tmp_path / "page.md"
+    page.write_text("# Title\n<!-- results:start -->\nold\n<!-- results:end -->\nafter\n")
+    run.update_section(str(page), text + "\n")
+    assert page.read_text() == f"# Title\n<!-- results:start -->\n{text}\n<!-- results:end -->\nafter\n"

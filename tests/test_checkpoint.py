@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -222,7 +221,6 @@ def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tmp_path, script, en
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
     path = re.search(rf"resume with: python {script} --resume (\S+)", out).group(1)
-    module = dqn if script == "dqn.py" else dqn_atari
     state = read_checkpoint(path)
     assert state["args"]["env_id"] == env_id and state["state"]["global_step"] >= 200
 

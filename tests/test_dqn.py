@@ -1,6 +1,5 @@
 """The spec of dqn.py: each test names the behaviour it protects."""
 
-import collections
 import csv
 import json
 import os

@@ -76,14 +76,17 @@ def test_every_random_stream_has_its_own_seed():
 
 
 def test_exploration_draws_nothing_like_an_env(tmp_path):
+    """gymnasium seeds an env's generator as numpy's default_rng(seed) is: a stream seeded like
+    an env would draw the env's numbers (the evaluation's exploration has its own seed)."""
     seeds = dqn.run_seeds(1)
-    envs = dqn.make_env(dqn.Args(env_id="tests/Chain-v0", num_envs=2), 2)
-    envs.reset(seed=seeds["envs"])
-    env_draws = [e.np_random.bit_generator.state for e in envs.unwrapped.envs]
-    explore = np.random.default_rng(seeds["explore"]).bit_generator.state
-    replay = np.random.default_rng(seeds["replay"]).bit_generator.state
-    assert explore != replay and explore not in env_draws and replay not in env_draws
-    envs.close()
+    draws = []
+    for seed, n in [(seeds["envs"], 2), (seeds["eval"], 1)]:  # training envs, evaluation episode 0
+        envs = dqn.make_env(dqn.Args(env_id="tests/Chain-v0"), n)
+        envs.reset(seed=seed)
+        draws += [e.np_random.bit_generator.state for e in envs.unwrapped.envs]
+        envs.close()
+    ours = [np.random.default_rng(seeds[s]).bit_generator.state for s in ["explore", "replay", "eval_explore"]]
+    assert len({str(d) for d in ours + draws}) == len(ours + draws)
 
 
 # ---------------------------------------------------------------------------
