@@ -28,7 +28,7 @@ def test_the_readmes_line_numbers_for_dqn_py_are_true():
     text = open(os.path.join(REPO, "README.md")).read()
     tree = ast.parse(open(os.path.join(REPO, "dqn.py")).read())
     where = {n.name: (n.lineno, n.end_lineno) for n in tree.body if hasattr(n, "name")}  # def, class
-    cited = re.findall(r"`(\w+)` \(lines? (\d+)(?:-(\d+))?\)", text)
+    cited = re.findall(r"`(\w+)`\s+\(lines? (\d+)(?:-(\d+))?\)", text)
     assert len(cited) >= 8
     for name, start, end in cited:
         assert where[name][0] == int(start), (name, where[name])
