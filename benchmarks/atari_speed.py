@@ -214,6 +214,16 @@ def main():
     print(f"\n{'measure':<{width}}  value")
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+    print(f"\nProduced by: python benchmarks/atari_speed.py {' '.join(sys.argv[1:])}\n"
+          f"on {time.strftime('%Y-%m-%d')} ({rounds} rounds), {os.cpu_count()} cores, "
+          f"torch {torch.__version__}, gymnasium {gym.__version__}, numpy {np.__version__}")
+    if opts.cleanrl:
+        versions = subprocess.run([opts.cleanrl[0], "-c", "import gymnasium, numpy, ale_py, torch; "
+                                   "print('gymnasium', gymnasium.__version__, 'numpy', numpy.__version__, "
+                                   "'ale-py', ale_py.__version__, 'torch', torch.__version__)"],
+                                  capture_output=True, text=True).stdout.strip()
+        print(f"CleanRL's dqn_atari.py ({opts.cleanrl[1]}) in its own venv: {versions}, "
+              "--buffer-size 100000 (its 1M layout needs 28 GB)")
 
 
 if __name__ == "__main__":
