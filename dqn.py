@@ -671,7 +671,8 @@ def evaluate_saved(args: Args, make_env=make_env, QNetwork=QNetwork) -> list:
     path = os.path.join(path, "model.pt") if os.path.isdir(path) else path
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        trained = type(args)(**saved["args"])
+        known = {f.name for f in dataclasses.fields(args)}  # (not the flags of older versions)
+        trained = type(args)(**{k: v for k, v in saved["args"].items() if k in known})
     except Exception:
         raise UsageError(f"--eval-only {args.eval_only}: no model.pt of this program") from None
     flags = ["eval_episodes", "eval_epsilon", "eval_max_steps", "capture_video", "device"]
@@ -679,7 +680,11 @@ def evaluate_saved(args: Args, make_env=make_env, QNetwork=QNetwork) -> list:
     device, envs = check_setup(args), make_env(args, 1)
     q_network = QNetwork(envs.single_observation_space, int(envs.single_action_space.n), args)
     envs.close()
-    q_network.load_state_dict(saved["q_network"])
+    try:
+        q_network.load_state_dict(saved["q_network"])
+    except (KeyError, RuntimeError):  # another network than its args make
+        raise UsageError(f"--eval-only {args.eval_only}: its network does not fit its settings "
+                         "(made by another version of this program?)") from None
     video_dir = os.path.join(os.path.dirname(path), "videos") if args.capture_video else ""
     return evaluate(q_network.to(device), args, device, make_env, video_dir)
 

@@ -639,10 +639,11 @@ def main():
         curves = "\n![learning curves](../benchmarks/results/curves.png)\n" if plotted else ""
         update_section(os.path.join(REPO, "docs", "results.md"), md + curves)
         update_section(os.path.join(REPO, "README.md"),
-                       f"{summary(results, envs, variants)}\n\nMedians over {len(seeds)} seeds on "
-                       f"{machine}, {where}; greedy return: 10 episodes after training, mean over "
-                       "seeds; solved: the mean of the last 20 training episodes reaches the "
-                       "env's threshold. The full table, the curves and how they are made: "
+                       f"{summary(results, envs, variants)}\n\nGreedy return: 10 greedy episodes "
+                       f"after training, mean over {seeds} seeds; solved: seeds whose last 20 "
+                       "training episodes reached the env's threshold; steps and seconds from "
+                       f"launch to solve: medians over those. On {machine}, {where}. The full "
+                       "table, the curves and how they are made: "
                        "[docs/results.md](docs/results.md).\n")
     print("\n" + md)
     print(f"wrote {opts.out}/results.md" + (" and curves.png" if plotted else ""))

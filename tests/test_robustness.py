@@ -126,6 +126,15 @@ def test_eval_only_reproduces_the_runs_evaluation(module, tmp_path, capsys):
     assert again == results.eval_returns and len(again) == 3
 
 
+def test_eval_only_takes_a_model_pt_with_flags_this_version_does_not_have(tmp_path):
+    """A model.pt of an earlier version (its args had --watch and --tensorboard) still evaluates."""
+    results = dqn.train(tiny(dqn, tmp_path), verbose=False)
+    path = os.path.join(results.output_dir, "model.pt")
+    saved = torch.load(path)
+    torch.save({**saved, "args": {**saved["args"], "watch": False, "tensorboard": False}}, path)
+    assert dqn.evaluate_saved(dqn.Args(eval_only=path, eval_episodes=3)) == results.eval_returns
+
+
 @BOTH
 def test_train_puts_back_the_torch_thread_count(module, tmp_path):
     before = torch.get_num_threads()
@@ -194,11 +203,17 @@ def trained_run(tmp_path_factory):
     (["--resume", "MODEL"], "--eval-only"),
     (["--resume", "NOT_A_CHECKPOINT"], "not a checkpoint"),
     (["--eval-only", "NOT_A_CHECKPOINT"], "no model.pt"),
+    (["--eval-only", "OTHER_NETWORK"], "does not fit its settings"),
 ])
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, trained_run, argv, words):
     junk = tmp_path / "junk.pt"
     junk.write_text("not a checkpoint")
-    argv = [{"MODEL": os.path.join(trained_run, "model.pt"), "NOT_A_CHECKPOINT": str(junk)}.get(a, a) for a in argv]
+    other = torch.load(os.path.join(trained_run, "model.pt"))
+    other["args"].update(env_id="CartPole-v1", hidden_sizes=(32,))  # another network than the weights'
+    torch.save(other, tmp_path / "other.pt")
+    files = {"MODEL": os.path.join(trained_run, "model.pt"), "NOT_A_CHECKPOINT": str(junk),
+             "OTHER_NETWORK": str(tmp_path / "other.pt")}
+    argv = [files.get(a, a) for a in argv]
     code, err = run_cli("dqn.py", tmp_path, *argv)
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and words in err, err
     assert not (tmp_path / "runs").exists()
