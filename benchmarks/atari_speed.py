@@ -105,7 +105,7 @@ def training_steps_per_s(learning_starts, train_steps, out, threads=0, device="c
         output_dir=out, log_interval=10**9, device=device, torch_threads=threads or os.cpu_count(),
         num_envs=num_envs, bf16=bf16,
     )
-    results = dqn_atari.train(args)
+    results = dqn_atari.train(args, verbose=False)
     with open(os.path.join(results.output_dir, "metrics.csv")) as f:
         rows = [(int(r["step"]), float(r["time_s"])) for r in csv.DictReader(f)]
     rows = [r for r in rows if r[0] > learning_starts + 100]
