@@ -389,7 +389,7 @@ def train(args: Args, make_env=make_env, QNetwork=QNetwork, ReplayBuffer=ReplayB
                                                     args)
                     state.recent_losses.append(state.last_loss)
                     if not math.isfinite(state.last_loss):
-                        raise TrainingDiverged(run.diverged(state))
+                        raise TrainingDiverged(run.diverged())
                 # Sync: the target network follows the online one every so many env steps.
                 for _ in range(passed(args.target_network_frequency)):
                     update_target(target_network, q_network, args.tau)
@@ -537,7 +537,8 @@ class Run:
     def progress(self, epsilon: float) -> str:
         s, now = self.state, time.time()
         loss = float(np.mean(s.recent_losses)) if s.recent_losses else math.nan
-        s.losses += [(s.global_step, loss)] if s.recent_losses else []
+        if s.recent_losses:  # learning has started
+            s.losses.append((s.global_step, loss))
         s.recent_losses = []
         sps = (s.global_step - self.line_step) / max(now - self.line_time, 1e-9)
         self.line_time, self.line_step = now, s.global_step
@@ -547,10 +548,11 @@ class Run:
                 f"{recent:8.1f}  epsilon {epsilon:.3f}  loss {loss:.4f}  {sps:6.0f} steps/s  "
                 f"~{left:4.0f} s left")
 
-    def diverged(self, state: State) -> str:
+    def diverged(self) -> str:
         kept = (f"the last good checkpoint is {self.checkpoint}" if os.path.exists(self.checkpoint)
                 else "no checkpoint was written")
-        return f"the TD loss is {state.last_loss} at step {state.global_step}; stopped, {kept}"
+        s = self.state
+        return f"the TD loss is {s.last_loss} at step {s.global_step}; stopped, {kept}"
 
 
 def make_run_dir(args: Args) -> str:
