@@ -372,7 +372,7 @@ def train(args: Args, make_env=make_env, QNetwork=QNetwork, ReplayBuffer=ReplayB
             # truncated step's next_obs is its true final observation (NEXT_STEP autoreset).
             rb.add(obs, actions, rewards, next_obs, terminated, truncated, reset=autoreset)
             before = state.global_step
-            state.global_step += int(sum(~autoreset))  # real transitions only
+            state.global_step += int((~autoreset).sum())  # real transitions only
             passed = lambda every: state.global_step // every - before // every  # noqa: E731
             autoreset = infos.get("_episode", np.zeros(args.num_envs, dtype=bool))  # ended now
             obs = next_obs

@@ -205,7 +205,8 @@ class ReplayBuffer:
         self.first = np.zeros((self.slots, num_envs), dtype=bool)
         self.pos, self.size = 0, 0  # the slot written next; slots written (<= self.slots)
         self.n_step, self.gamma, self.num_envs = n_step, gamma, num_envs
-        self.new_episodes = True  # the next add() starts episodes: a run's first, or a resume's
+        self.new_episodes = True  # the next add() starts episodes (not in a checkpoint: a
+        # resumed run starts new episodes, so a restored buffer starts them too)
         self.rng = np.random.default_rng(seed)
 
     def add(self, obs, actions, rewards, next_obs, terminated, truncated, reset) -> None:
