@@ -47,6 +47,7 @@ class Args:
 
     # Learning
     learning_rate: float = 1e-3  # Adam learning rate
+    adam_eps: float = 1e-8  # Adam's epsilon, added to the root of its second moment estimate
     lr_end_fraction: float = 1.0  # final rate / learning_rate (linear from step 0; 1: constant)
     gamma: float = 0.99  # discount factor of future rewards
     batch_size: int = 128  # transitions per gradient update
@@ -58,6 +59,7 @@ class Args:
     tau: float = 1.0  # target update: 1.0 copies the online net, < 1 moves this fraction to it
     n_step: int = 1  # the target sums n discounted rewards, then bootstraps n steps later
     double_q: bool = False  # Double DQN: the online net picks a', the target net values it
+    dueling: bool = False  # dueling head: Q(s, a) = V(s) + A(s, a) - mean of A(s, .)
     loss: Literal["huber", "mse"] = "huber"  # TD loss: huber is the Nature paper's clipping
     max_grad_norm: float = 0.0  # clip the gradient's global norm to this value (0: no clipping)
     hidden_sizes: tuple[int, ...] = (128, 128)  # widths of the MLP's hidden layers
@@ -145,19 +147,23 @@ class QNetwork(nn.Module):
             norm = [nn.LayerNorm(size)] if args.layer_norm else []
             layers += [nn.Linear(in_size, size), *norm, nn.ReLU()]
             in_size = size
-        self.mlp = nn.Sequential(*layers, nn.Linear(in_size, n_actions))
+        # A dueling head has one more output, V(s), before the advantages A(s, a).
+        self.mlp = nn.Sequential(*layers, nn.Linear(in_size, n_actions + args.dueling))
         if args.small_last_layer:
             with torch.no_grad():
                 self.mlp[-1].weight.mul_(0.01)
                 self.mlp[-1].bias.zero_()
-        self.n_actions = n_actions
+        self.n_actions, self.dueling = n_actions, args.dueling
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if self.n_obs_values:
             x = F.one_hot(obs.long(), self.n_obs_values).float()  # (batch, n_obs_values)
         else:
             x = obs.flatten(1).float()  # (batch, obs_size)
-        return self.mlp(x)  # (batch, n_actions)
+        q = self.mlp(x)  # (batch, n_actions), or (batch, 1 + n_actions) if dueling
+        if self.dueling:  # V(s) + A(s, a), with the advantages centred on their mean
+            q = q[:, :1] + q[:, 1:] - q[:, 1:].mean(1, keepdim=True)
+        return q
 
 
 class ReplayBuffer:
@@ -170,8 +176,8 @@ class ReplayBuffer:
     bootstrap from the final observation, and n-1 transitions per episode are few.
     """
 
-    def __init__(self, capacity: int, obs_space: gym.Space, num_envs: int, seed: int,
-                 n_step: int = 1, gamma: float = 0.99):
+    def __init__(self, obs_space: gym.Space, args: Args, seed: int):
+        capacity, self.n_step, self.gamma = args.buffer_size, args.n_step, args.gamma
         obs_bytes = int(np.prod(obs_space.shape)) * obs_space.dtype.itemsize
         check_memory(capacity * (2 * obs_bytes + 16), "--buffer-size")  # + a, r, terminated
         self.obs = np.zeros((capacity, *obs_space.shape), dtype=obs_space.dtype)
@@ -180,8 +186,7 @@ class ReplayBuffer:
         self.rewards = np.zeros(capacity, dtype=np.float32)
         self.terminated = np.zeros(capacity, dtype=np.float32)
         self.pos, self.size = 0, 0  # the slot written next; transitions stored (<= capacity)
-        self.n_step, self.gamma = n_step, gamma
-        self.windows = [collections.deque() for _ in range(num_envs)]  # (s, a, r) per env
+        self.windows = [collections.deque() for _ in range(args.num_envs)]  # (s, a, r) per env
         self.rng = np.random.default_rng(seed)
 
     def add(self, obs, actions, rewards, next_obs, terminated, truncated, reset) -> None:
@@ -347,9 +352,9 @@ def train(args: Args, make_env=make_env, QNetwork=QNetwork, ReplayBuffer=ReplayB
         q_network = QNetwork(obs_space, n_actions, args).to(device)
         target_network = copy.deepcopy(q_network)
         fused = device.type in ("cpu", "cuda")  # one kernel for all parameters: faster
-        optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=fused)
-        rb = ReplayBuffer(args.buffer_size, obs_space, args.num_envs, seeds["replay"],
-                          args.n_step, args.gamma)
+        optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate,
+                                     eps=args.adam_eps, fused=fused)
+        rb = ReplayBuffer(obs_space, args, seeds["replay"])
         state = State(np.random.default_rng(seeds["explore"]), args.learning_starts)
         modules = dict(q_network=q_network, target_network=target_network, optimizer=optimizer)
         if checkpoint:
@@ -692,8 +697,10 @@ def evaluate_saved(args: Args, make_env=make_env, QNetwork=QNetwork) -> list:
 
 
 def preset_args(env_id: str, Args=Args, presets=PRESETS, **overrides) -> Args:
-    """Args for env_id: the defaults, then the env's presets, then `overrides`."""
-    return Args(**{**presets.get(env_id, {}), "env_id": env_id, **overrides})
+    """Args for env_id: the defaults, then the env's presets (or, in dqn_atari.py, those its
+    `preset` names), then `overrides`."""
+    preset = presets.get(overrides.get("preset"), presets.get(env_id, {}))
+    return Args(**{**preset, "env_id": env_id, **overrides})
 
 
 def parse_args(argv=None, Args=Args, presets=PRESETS) -> Args:
@@ -701,8 +708,10 @@ def parse_args(argv=None, Args=Args, presets=PRESETS) -> Args:
     values). tyro reports a bad flag or value, and exits with code 2."""
     first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     first.add_argument("--env-id", "--env_id", default=Args.env_id)
-    env_id = first.parse_known_args(argv)[0].env_id
-    return tyro.cli(Args, default=preset_args(env_id, Args, presets), args=argv)
+    first.add_argument("--preset", default="")  # dqn_atari.py's
+    known = first.parse_known_args(argv)[0]
+    named = dict(preset=known.preset) if known.preset in presets and hasattr(Args, "preset") else {}
+    return tyro.cli(Args, default=preset_args(known.env_id, Args, presets, **named), args=argv)
 
 
 def main(Args=Args, presets=PRESETS, **parts) -> None:

@@ -19,6 +19,7 @@ import dataclasses
 import math
 import os
 import sys
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -59,7 +60,9 @@ class Args(dqn.Args):
     clip_rewards: bool = True  # learn from sign(reward); returns are reported unclipped
     repeat_action_probability: float = 0.0  # sticky actions: chance to repeat the last action
     max_episode_frames: int = 108_000  # a game is truncated after this many frames (30 minutes)
+    random_shift: int = 0  # move sampled frames up to this many pixels (DrQ's augmentation)
     bf16: bool = False  # the network computes in bfloat16 (weights and Q-values stay float32)
+    preset: Literal["nature", "atari100k"] = "nature"  # the settings: these, or PRESETS' below
 
     def __post_init__(self):  # a value out of range raises ValueError, which tyro reports
         dqn.check_args(self, RANGES)
@@ -76,7 +79,15 @@ def bf16_instructions() -> bool:
 RANGES = {**dqn.RANGES, "frame_skip": (1, math.inf), "frame_stack": (1, math.inf),
           "frame_size": (36, math.inf),  # the smallest frame the Nature CNN takes
           "repeat_action_probability": (0, 1), "max_episode_frames": (1, math.inf)}
-PRESETS = {}  # per-game settings; the Nature paper used one set for every game
+# --preset atari100k: 100k env steps (400k frames), DrQ(epsilon)'s settings (Agarwal et al. 2021):
+# a dueling head, 10-step returns, an update per step, a target that follows every update,
+# shifted frames, and the Atari 100k evaluation (30 games at epsilon 0.001). DrQ(epsilon) also
+# has Double DQN, which changes nothing when the target network is the online one.
+PRESETS = {"atari100k": dict(
+    total_timesteps=100_000, buffer_size=100_000, learning_starts=1_600, train_frequency=1,
+    target_network_frequency=1, n_step=10, dueling=True, adam_eps=1.5e-4,
+    exploration_fraction=0.066, random_shift=4, eval_epsilon=0.001, eval_episodes=30,
+    log_interval=5_000, checkpoint_every=25_000)}
 
 
 def make_env(args: Args, num_envs: int, evaluation: bool = False) -> gym.vector.VectorEnv:
@@ -189,13 +200,13 @@ class ReplayBuffer:
     terminal, and is never sampled across a truncation.
     """
 
-    def __init__(self, capacity: int, obs_space: gym.Space, num_envs: int, seed: int,
-                 n_step: int = 1, gamma: float = 0.99):
+    def __init__(self, obs_space: gym.Space, args: Args, seed: int):
         self.stack, *frame_shape = obs_space.shape
-        self.slots = capacity // num_envs  # ring length, per env
+        num_envs, n_step = args.num_envs, args.n_step
+        self.slots = args.buffer_size // num_envs  # ring length, per env
         if self.slots <= self.stack + n_step:
-            raise dqn.UsageError(f"--buffer-size {capacity} holds {self.slots} steps per env: "
-                                 "it needs more than --frame-stack + --n-step")
+            raise dqn.UsageError(f"--buffer-size {args.buffer_size} holds {self.slots} steps per "
+                                 "env: it needs more than --frame-stack + --n-step")
         frame_bytes = int(np.prod(frame_shape))
         dqn.check_memory(self.slots * num_envs * (frame_bytes + 17), "--buffer-size")
         self.frames = np.zeros((self.slots, num_envs, *frame_shape), dtype=obs_space.dtype)
@@ -204,7 +215,8 @@ class ReplayBuffer:
         self.terminated = np.zeros((self.slots, num_envs), dtype=np.float32)
         self.first = np.zeros((self.slots, num_envs), dtype=bool)
         self.pos, self.size = 0, 0  # the slot written next; slots written (<= self.slots)
-        self.n_step, self.gamma, self.num_envs = n_step, gamma, num_envs
+        self.n_step, self.gamma, self.num_envs = n_step, args.gamma, num_envs
+        self.shift = args.random_shift
         self.new_episodes = True  # the next add() starts episodes (not in a checkpoint: a
         # resumed run starts new episodes, so a restored buffer starts them too)
         self.rng = np.random.default_rng(seed)
@@ -257,6 +269,8 @@ class ReplayBuffer:
         frames = to_device(self.frames[window, env[:, None]], device)  # (batch, stack + n, h, w)
         frames = frames * to_device(keep, device)[:, :, None, None]
         obs, next_obs = frames[:, :self.stack], frames[:, n:]  # stacks ending at s-1 and s+n-1
+        if self.shift:
+            obs, next_obs = self.random_shift(obs), self.random_shift(next_obs)
         steps = window[:, self.stack:]
         alive = np.cumprod(1 - self.terminated[steps, env[:, None]], axis=1)  # 0 from a terminal
         alive_before = np.concatenate([np.ones((batch_size, 1)), alive[:, :-1]], axis=1)
@@ -265,6 +279,17 @@ class ReplayBuffer:
         arrays = (self.actions[slot, env], rewards, 1 - alive[:, -1])
         actions, rewards, terminated = (to_device(a, device) for a in arrays)
         return obs, actions, rewards, next_obs, terminated
+
+    def random_shift(self, stacks: torch.Tensor) -> torch.Tensor:
+        """Each stack moved by up to self.shift pixels each way, its edge pixels repeated: DrQ's
+        augmentation (pad by repeating the edges, crop at a random offset)."""
+        batch, stack, height, width = stacks.shape
+        shifts = self.rng.integers(-self.shift, self.shift + 1, size=(2, batch, 1))
+        shifts = torch.as_tensor(shifts, device=stacks.device)
+        rows = (torch.arange(height, device=stacks.device) + shifts[0]).clamp(0, height - 1)
+        cols = (torch.arange(width, device=stacks.device) + shifts[1]).clamp(0, width - 1)
+        stacks = stacks.gather(2, rows[:, None, :, None].expand(-1, stack, -1, width))
+        return stacks.gather(3, cols[:, None, None, :].expand(-1, stack, height, -1))
 
 
 def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:

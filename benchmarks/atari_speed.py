@@ -202,7 +202,7 @@ def main():
                      f"{np.median(ours_bf16) / best:.2f}x"))
     rows.append(("  dqn_atari.py / CleanRL's 63 steps/s in MEASURED.md", f"{sps / 63:.2f}x"))
 
-    rb = dqn_atari.ReplayBuffer(1_000_000, gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), 1, seed=0)
+    rb = dqn_atari.ReplayBuffer(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), dqn_atari.Args(), seed=0)
     nbytes = sum(a.nbytes for a in (rb.frames, rb.actions, rb.rewards, rb.terminated, rb.first))
     rows.append(("replay buffer, 1M transitions, allocated GB", f"{nbytes / 1e9:.3f}"))
 

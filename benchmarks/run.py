@@ -483,11 +483,11 @@ def summary(results: list, envs: list, variants: dict) -> str:
     return "\n".join(lines)
 
 
-def update_section(path: str, section: str) -> None:
-    """Replace what stands between the results markers of the file at `path`."""
+def update_section(path: str, section: str, name: str = "results") -> None:
+    """Replace what stands between the `name` markers of the file at `path`."""
     with open(path) as f:
         text = f.read()
-    start, end = "<!-- results:start -->\n", "<!-- results:end -->"
+    start, end = f"<!-- {name}:start -->\n", f"<!-- {name}:end -->"
     head, rest = text.split(start)
     _, tail = rest.split(end)
     with open(path, "w") as f:

@@ -111,6 +111,11 @@ class StackReference:
         self.transitions[float(reward)] = (env, step, obs, action, np.stack(self.stacks[env]), terminated)
 
 
+def buffer_args(buffer_size, num_envs, **overrides):
+    return dqn_atari.Args(buffer_size=buffer_size, batch_size=1, num_envs=num_envs, device="cpu",
+                          **overrides)
+
+
 def drive_synthetic(rb, reference, num_envs, steps, rng):
     """Feeds rb the way train() does, from frames that spell out (env, step): episodes of
     random lengths ending in a termination or a truncation, NEXT_STEP autoresets."""
@@ -149,7 +154,7 @@ def test_buffer_matches_reference_over_many_episodes_with_wraparound(num_envs):
     rng = np.random.default_rng(num_envs)
     space = gym.spaces.Box(0, 255, (4, 2, 2), np.uint8)
     slots = 37  # per env: the ring wraps many times in 1000 steps
-    rb = dqn_atari.ReplayBuffer(slots * num_envs, space, num_envs, seed=0)
+    rb = dqn_atari.ReplayBuffer(space, buffer_args(slots * num_envs, num_envs), seed=0)
     reference = StackReference(num_envs, 4, (2, 2))
     steps = 1000
     drive_synthetic(rb, reference, num_envs, steps, rng)
@@ -211,7 +216,7 @@ def test_n_step_samples_match_the_reference_and_never_cross_a_truncation(num_env
     n, gamma = 3, 0.5
     rng = np.random.default_rng(num_envs)
     space = gym.spaces.Box(0, 255, (4, 2, 2), np.uint8)
-    rb = dqn_atari.ReplayBuffer(37 * num_envs, space, num_envs, 0, n_step=n, gamma=gamma)
+    rb = dqn_atari.ReplayBuffer(space, buffer_args(37 * num_envs, num_envs, n_step=n, gamma=gamma), 0)
     reference = EpisodeReference(num_envs, 4, (2, 2))
     drive_synthetic(rb, reference, num_envs, 1000, rng)
     expected, seen = reference.n_step(n, gamma), set()
@@ -234,7 +239,7 @@ def test_buffer_rebuilds_the_stacks_the_atari_env_gave_the_agent():
     (obs, next_obs) pair is one the env really returned, on both sides of a reset."""
     args = dqn_atari.Args(max_episode_frames=300)
     envs = dqn_atari.make_env(args, 2)
-    rb = dqn_atari.ReplayBuffer(2 * 150, envs.single_observation_space, 2, seed=0)
+    rb = dqn_atari.ReplayBuffer(envs.single_observation_space, buffer_args(2 * 150, 2), seed=0)
     obs, _ = envs.reset(seed=0)
     autoreset, real_pairs, rng = np.zeros(2, bool), set(), np.random.default_rng(0)
     truncations = 0
@@ -258,7 +263,7 @@ def test_buffer_rebuilds_the_stacks_the_atari_env_gave_the_agent():
 
 
 def test_sampling_a_buffer_without_transitions_is_an_error_not_a_hang():
-    rb = dqn_atari.ReplayBuffer(100, gym.spaces.Box(0, 255, (4, 36, 36), np.uint8), 1, seed=0)
+    rb = dqn_atari.ReplayBuffer(gym.spaces.Box(0, 255, (4, 36, 36), np.uint8), buffer_args(100, 1), seed=0)
     rb.store(np.zeros((1, 36, 36)), [0], [0], [0], first=[True])  # a reset: no transition
     with pytest.raises(dqn.UsageError, match="no complete transitions"):
         rb.sample(8, torch.device("cpu"))
@@ -266,7 +271,7 @@ def test_sampling_a_buffer_without_transitions_is_an_error_not_a_hang():
 
 def test_buffer_of_1m_transitions_allocates_about_7_1_gb():
     space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
-    rb = dqn_atari.ReplayBuffer(1_000_000, space, 1, seed=0)  # np.zeros: pages are lazy
+    rb = dqn_atari.ReplayBuffer(space, dqn_atari.Args(device="cpu"), seed=0)  # np.zeros: pages are lazy
     nbytes = sum(a.nbytes for a in (rb.frames, rb.actions, rb.rewards, rb.terminated, rb.first))
     assert 7.0e9 < nbytes < 7.2e9
 

@@ -153,7 +153,7 @@ def test_qnetwork_sizes_come_from_the_spaces():
 
 def test_buffer_wraps_without_losing_order():
     space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
-    rb = dqn.ReplayBuffer(5, space, num_envs=1, seed=0)
+    rb = dqn.ReplayBuffer(space, dqn.Args(buffer_size=5, batch_size=5), seed=0)
     for i in range(7):  # 7 transitions
         rb.store(np.array([i, i]), i, i * 10.0, np.array([i + 1, i + 1]), i % 2)
     assert rb.size == 5 and rb.pos == 2
@@ -167,7 +167,7 @@ def test_buffer_wraps_without_losing_order():
 
 def test_buffer_samples_uniformly_from_what_is_stored_only():
     space = gym.spaces.Discrete(100)
-    rb = dqn.ReplayBuffer(100, space, num_envs=1, seed=0)
+    rb = dqn.ReplayBuffer(space, dqn.Args(buffer_size=100, batch_size=1), seed=0)
     for i in range(10):
         rb.store(i, i, 0.0, i, 0.0)
     obs, actions, rewards, next_obs, terminated = rb.sample(50_000, torch.device("cpu"))
@@ -205,10 +205,13 @@ def test_transitions_are_exact(tiny_args, num_envs):
     assert n_steps >= 300 and (t == 0).sum() >= len(results.episode_returns)
 
 
+N_STEP_ARGS = dqn.Args(buffer_size=10, batch_size=1, n_step=3, gamma=0.5)
+
+
 def test_n_step_transitions_sum_discounted_rewards_and_stop_at_the_episode_end():
     """One env, n = 3, gamma = 0.5; rewards 1, 2, 4, 8 on the steps out of o0 .. o3."""
     def run(last_terminated, last_truncated):
-        rb = dqn.ReplayBuffer(10, gym.spaces.Box(0, 9, (1,)), num_envs=1, seed=0, n_step=3, gamma=0.5)
+        rb = dqn.ReplayBuffer(gym.spaces.Box(0, 9, (1,)), N_STEP_ARGS, seed=0)
         for t, r in enumerate([1.0, 2.0, 4.0, 8.0]):
             end = t == 3
             rb.add(np.array([[t]]), np.array([t]), np.array([r]), np.array([[t + 1]]),
@@ -225,7 +228,7 @@ def test_n_step_transitions_sum_discounted_rewards_and_stop_at_the_episode_end()
     # the shorter ones after it are dropped
     assert run(False, True) == [(0, 0, 3.0, 3, False), (1, 1, 6.0, 4, False)]
     # a reset step is no transition and leaves the window alone
-    rb = dqn.ReplayBuffer(10, gym.spaces.Box(0, 9, (1,)), num_envs=1, seed=0, n_step=3, gamma=0.5)
+    rb = dqn.ReplayBuffer(gym.spaces.Box(0, 9, (1,)), N_STEP_ARGS, seed=0)
     rb.windows[0].append(("o", 0, 1.0))
     rb.add(np.zeros((1, 1)), np.zeros(1, int), np.zeros(1), np.zeros((1, 1)), np.zeros(1, bool),
            np.zeros(1, bool), reset=np.array([True]))
