@@ -1,24 +1,20 @@
 """Deep Q-Network (DQN) in one file, for gymnasium environments with discrete actions.
 
-DQN (Mnih et al. 2015, "Human-level control through deep reinforcement learning") learns
-Q(s, a), the expected discounted return of taking action a in state s, by regressing it
-towards the Bellman target r + gamma * max_a' Q_target(s', a') on transitions replayed
-uniformly from a buffer of past experience.
+DQN (Mnih et al. 2015) learns Q(s, a), the expected discounted return of taking action a in
+state s, by regressing it towards the Bellman target r + gamma * max_a' Q_target(s', a') on
+transitions replayed uniformly from a buffer of past experience.
 
     python dqn.py --env-id CartPole-v1        # --help lists every flag, with this env's values
     python dqn.py --eval-only runs/<run>      # evaluate a trained network again
 
-Args holds the 2015 algorithm; PRESETS changes it per env (for CartPole-v1: Double DQN,
-10-step returns, LayerNorm, 8 envs and a Polyak-averaged target). All of DQN comes first,
-in reading order, and ends with train(); the operations around it (checks, checkpoints, the
-run directory, the command line) come after. dqn_atari.py adds Atari pixels to this file.
+Args holds the 2015 algorithm, PRESETS what each env changes. All of DQN comes first and ends
+with train(); the operations around it come after. dqn_atari.py adds Atari pixels to it.
 """
 
 import argparse
 import collections
 import contextlib
 import copy
-import csv
 import dataclasses
 import importlib.util
 import json
@@ -113,15 +109,12 @@ PRESETS = {
 
 
 def make_env(args: Args, num_envs: int, evaluation: bool = False) -> gym.vector.VectorEnv:
-    """`num_envs` copies of args.env_id stepped together (for evaluation with --capture-video,
-    rendered to RGB frames).
+    """`num_envs` copies of args.env_id stepped together (rendered, to record evaluation videos).
 
-    gymnasium 1.x vector envs auto-reset on the NEXT step: the step that ends an episode
-    returns its true final observation, and the next step ignores the action and returns
-    the first observation of a new episode. That reset step is no transition: the replay
-    buffer never stores it. RecordEpisodeStatistics reports each finished episode's return
-    and length in info["episode"], and which envs finished in info["_episode"].
-    """
+    gymnasium 1.x vector envs auto-reset on the NEXT step: the step that ends an episode returns
+    its true final observation, and the next step ignores the action and returns a new episode's
+    first observation. That reset step is no transition: the buffer never stores it.
+    RecordEpisodeStatistics reports finished episodes in info["episode"] and info["_episode"]."""
     render = dict(render_mode="rgb_array") if evaluation and args.capture_video else {}
     if render:  # pygame draws the frames without a display
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
@@ -309,15 +302,6 @@ def evaluate(q_network: nn.Module, args: Args, device: torch.device, make_env=ma
     return returns
 
 
-def run_seeds(seed: int) -> dict:
-    """One seed per random stream of the run, all derived from --seed, so that no two streams
-    (nor those of two runs) draw the same numbers. Env i starts with envs + i, evaluation
-    episode i with eval + i; 30 bits leave room for that in ale-py's 32-bit seeds."""
-    streams = np.random.SeedSequence(seed).spawn(6)
-    names = ["network", "explore", "replay", "envs", "eval", "eval_explore"]
-    return {name: int(s.generate_state(1)[0]) % 2**30 for name, s in zip(names, streams)}
-
-
 @dataclasses.dataclass
 class State:
     """What changes while training, besides the networks and the buffer: in each checkpoint."""
@@ -339,8 +323,8 @@ def train(args: Args, make_env=make_env, QNetwork=QNetwork, ReplayBuffer=ReplayB
     dqn_atari.py passes its make_env, QNetwork and ReplayBuffer (a make_env of yours must wrap
     its envs in RecordEpisodeStatistics, as this one does). verbose=False prints nothing."""
     say = print if verbose else lambda *_, **__: None
-    checkpoint = load_checkpoint(args) if args.resume else None
-    args = checkpoint["args"] if checkpoint else args  # a resumed run keeps its settings
+    # A resumed run keeps its settings, and goes on from its checkpoint.
+    args, checkpoint = load_checkpoint(args) if args.resume else (args, None)
     device, seeds = check_setup(args), run_seeds(args.seed)
     with contextlib.ExitStack() as cleanup:  # on any exit: close, put back torch's threads
         cleanup.callback(torch.set_num_threads, torch.get_num_threads())
@@ -358,7 +342,7 @@ def train(args: Args, make_env=make_env, QNetwork=QNetwork, ReplayBuffer=ReplayB
         state = State(np.random.default_rng(seeds["explore"]), args.learning_starts)
         modules = dict(q_network=q_network, target_network=target_network, optimizer=optimizer)
         if checkpoint:
-            restore(checkpoint, state, modules, rb)
+            restore(checkpoint, args, state, modules, rb)
         run = Run(args, state, cleanup)  # the run directory and its metrics.csv
         stop = stop_signals(cleanup)  # Ctrl-C, SIGTERM: end the step, checkpoint, stop
         say(describe(args, device, run.dir))
@@ -409,14 +393,15 @@ def train(args: Args, make_env=make_env, QNetwork=QNetwork, ReplayBuffer=ReplayB
                 save_checkpoint(args, state, modules, rb, run)
         state.train_seconds = run.seconds()
 
-    results = Results(args, q_network, state.episode_returns, state.episode_steps, state.losses,
-                      [], rb, run.dir, stop[0] if stop else 0)
+    eval_returns = []
     if not stop:  # Evaluate the trained network (saved first: a Ctrl-C may cut the evaluation)
         if args.save_model:
             model = {"q_network": q_network.state_dict(), "args": dataclasses.asdict(args)}
             torch.save(model, os.path.join(run.dir, "model.pt"))
         video_dir = os.path.join(run.dir, "videos") if args.capture_video else ""
-        results.eval_returns = evaluate(q_network, args, device, make_env, video_dir, say)
+        eval_returns = evaluate(q_network, args, device, make_env, video_dir, say)
+    results = Results(args, q_network, state.episode_returns, state.episode_steps, state.losses,
+                      eval_returns, rb, run.dir, stop[0] if stop else 0)
     return report(results, state, run, say)
 
 
@@ -432,17 +417,20 @@ class TrainingDiverged(Exception):
     """The loss became NaN or infinite: one line on stderr, exit code 1."""
 
 
-@dataclasses.dataclass
-class Results:
-    args: Args  # the settings it ran with
-    q_network: nn.Module
-    episode_returns: list  # every training episode's return, in order of completion
-    episode_steps: list  # the global env step at which each episode ended
-    losses: list  # (global env step, mean loss since the previous progress line)
-    eval_returns: list  # returns of the final evaluation
-    replay_buffer: ReplayBuffer
-    output_dir: str
-    stopped_by: int = 0  # the signal (SIGINT, SIGTERM) that stopped training early, else 0
+# What train() returns: the settings it ran with, the trained network, each training episode's
+# return and the global step at its end, (step, mean loss) at each progress line, the final
+# evaluation's returns, the buffer, the run directory, and the signal that stopped it (or 0).
+Results = collections.namedtuple("Results", "args q_network episode_returns episode_steps losses "
+                                 "eval_returns replay_buffer output_dir stopped_by")
+
+
+def run_seeds(seed: int) -> dict:
+    """One seed per random stream of the run, all derived from --seed, so that no two streams
+    (nor those of two runs) draw the same numbers. Env i starts with envs + i, evaluation
+    episode i with eval + i; 30 bits leave room for that in ale-py's 32-bit seeds."""
+    streams = np.random.SeedSequence(seed).spawn(6)
+    names = ["network", "explore", "replay", "envs", "eval", "eval_explore"]
+    return {name: int(s.generate_state(1)[0]) % 2**30 for name, s in zip(names, streams)}
 
 
 # (lowest, highest) of the numbers that are not just >= 0
@@ -514,7 +502,7 @@ def check_memory(nbytes: int, flag: str) -> None:
 
 
 class Run:
-    """The run directory, new or the resumed run's, with metrics.csv (a row per episode; on a
+    """The run directory (new, or the resumed run's) with metrics.csv, a row per episode (on a
     resume, cut back to the checkpoint), and the progress lines."""
 
     def __init__(self, args: Args, state: State, cleanup: contextlib.ExitStack):
@@ -524,10 +512,8 @@ class Run:
         self.file = cleanup.enter_context(open(os.path.join(self.dir, "metrics.csv"), "a"))
         self.file.truncate(state.metrics_bytes)  # drop the rows written after the checkpoint
         self.file.seek(0, os.SEEK_END)  # (truncate leaves the position where it was)
-        self.csv = csv.writer(self.file, lineterminator="\n")
         if not args.resume:
-            self.csv.writerow(["step", "time_s", "episode", "return", "length", "epsilon", "loss"])
-        self.line_time, self.line_step = time.time(), state.global_step
+            self.file.write("step,time_s,episode,return,length,epsilon,loss\n")
 
     def seconds(self) -> float:
         return time.time() - self.clock
@@ -536,17 +522,15 @@ class Run:
         s = self.state
         s.episode_returns.append(ret)
         s.episode_steps.append(s.global_step)
-        self.csv.writerow([s.global_step, f"{self.seconds():.3f}", len(s.episode_returns), ret,
-                           length, f"{epsilon:.4f}", f"{s.last_loss:.5f}"])
+        self.file.write(f"{s.global_step},{self.seconds():.3f},{len(s.episode_returns)},{ret},"
+                        f"{length},{epsilon:.4f},{s.last_loss:.5f}\n")
 
     def progress(self, epsilon: float) -> str:
-        s, now = self.state, time.time()
+        s, sps = self.state, self.state.global_step / max(self.seconds(), 1e-9)
         loss = float(np.mean(s.recent_losses)) if s.recent_losses else math.nan
         if s.recent_losses:  # learning has started
             s.losses.append((s.global_step, loss))
         s.recent_losses = []
-        sps = (s.global_step - self.line_step) / max(now - self.line_time, 1e-9)
-        self.line_time, self.line_step = now, s.global_step
         recent = np.mean(s.episode_returns[-20:]) if s.episode_returns else math.nan
         left = max(self.args.total_timesteps - s.global_step, 0) / max(sps, 1e-9)
         return (f"step {s.global_step:>8}  episodes {len(s.episode_returns):>5}  return(last 20) "
@@ -556,8 +540,7 @@ class Run:
     def diverged(self) -> str:
         kept = (f"the last good checkpoint is {self.checkpoint}" if os.path.exists(self.checkpoint)
                 else "no checkpoint was written")
-        s = self.state
-        return f"the TD loss is {s.last_loss} at step {s.global_step}; stopped, {kept}"
+        return f"the TD loss is {self.state.last_loss} at step {self.state.global_step}; {kept}"
 
 
 def make_run_dir(args: Args) -> str:
@@ -589,39 +572,46 @@ def save_checkpoint(args: Args, state: State, modules: dict, rb, run: Run) -> No
     run.file.flush()
     state.train_seconds, state.metrics_bytes = run.seconds(), run.file.tell()
     buffer = {k: torch.from_numpy(v) for k, v in vars(rb).items() if isinstance(v, np.ndarray)}
+    buffer.update(pos=rb.pos, size=rb.size, rng=rb.rng.bit_generator.state)
     checkpoint = dict(args=dataclasses.asdict(args),
                       state={**vars(state), "explore_rng": state.explore_rng.bit_generator.state},
                       modules={name: m.state_dict() for name, m in modules.items()},
-                      replay_buffer=dict(buffer, pos=rb.pos, size=rb.size,
-                                         rng=rb.rng.bit_generator.state)
-                      if args.checkpoint_buffer else None)
+                      replay_buffer=buffer if args.checkpoint_buffer else None)
     with open(run.checkpoint + ".tmp", "wb") as f:
         torch.save(checkpoint, f)
         os.fsync(f.fileno())  # on disk before the rename
     os.replace(run.checkpoint + ".tmp", run.checkpoint)
 
 
-def load_checkpoint(args: Args) -> dict:
-    """The checkpoint in args.resume (a file or a run directory), with its args as an Args."""
-    path = args.resume
-    path = os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
+def load(path: str, name: str, flag: str, args: Args, key: str) -> tuple:
+    """A file this program saved (path, or `name` in the run directory path) and the Args in
+    it, read as tensors and plain values only: a file from elsewhere cannot run code."""
+    path = os.path.join(path, name) if os.path.isdir(path) else path
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        here = dict(resume=path, device=args.device, torch_threads=args.torch_threads)
-        checkpoint["args"] = type(args)(**{**checkpoint["args"], **here})
-        checkpoint["state"], checkpoint["modules"]  # noqa: B018  (a model.pt has neither)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        known = {f.name for f in dataclasses.fields(args)}  # (not the flags of older versions)
+        saved_args = type(args)(**{k: v for k, v in saved["args"].items() if k in known})
+        saved[key]  # noqa: B018  (a checkpoint.pt has a "state", a model.pt a "q_network")
     except OSError as e:
-        raise UsageError(f"cannot resume from {path}: {e.strerror}") from None
+        raise UsageError(f"{flag} {path}: {e.strerror}") from None
     except Exception:
-        raise UsageError(f"cannot resume from {path}: not a checkpoint.pt written by this "
-                         "program (to evaluate a model.pt, use --eval-only)") from None
-    return checkpoint
+        raise UsageError(f"{flag} {path}: not a {name} of this program (checkpoint.pt: --resume, "
+                         "model.pt: --eval-only)") from None
+    return path, saved, saved_args
 
 
-def restore(checkpoint: dict, state: State, modules: dict, rb) -> None:
+def load_checkpoint(args: Args) -> tuple:
+    """The run to go on with: its settings (with this command's device and threads) and its
+    checkpoint."""
+    path, checkpoint, saved = load(args.resume, "checkpoint.pt", "--resume", args, "state")
+    here = dict(resume=path, device=args.device, torch_threads=args.torch_threads)
+    return dataclasses.replace(saved, **here), checkpoint
+
+
+def restore(checkpoint: dict, args: Args, state: State, modules: dict, rb) -> None:
     """The saved loop state, networks, optimizer, and the buffer where it was saved; without it,
     learning waits until the buffer holds --learning-starts new transitions."""
-    saved, args = checkpoint["state"], checkpoint["args"]
+    saved = checkpoint["state"]
     vars(state).update({k: v for k, v in saved.items() if k != "explore_rng"})
     state.explore_rng.bit_generator.state = saved["explore_rng"]
     for name, m in modules.items():
@@ -672,16 +662,8 @@ def write_video(frames: list, path: str) -> None:
 
 
 def evaluate_saved(args: Args, make_env=make_env, QNetwork=QNetwork) -> list:
-    """--eval-only: a run's model.pt, with the settings it was trained with and this command's
-    evaluation flags."""
-    path = args.eval_only
-    path = os.path.join(path, "model.pt") if os.path.isdir(path) else path
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        known = {f.name for f in dataclasses.fields(args)}  # (not the flags of older versions)
-        trained = type(args)(**{k: v for k, v in saved["args"].items() if k in known})
-    except Exception:
-        raise UsageError(f"--eval-only {args.eval_only}: no model.pt of this program") from None
+    """--eval-only: a run's model.pt, with its settings and this command's evaluation flags."""
+    path, saved, trained = load(args.eval_only, "model.pt", "--eval-only", args, "q_network")
     flags = ["eval_episodes", "eval_epsilon", "eval_max_steps", "capture_video", "device"]
     args = dataclasses.replace(trained, **{k: getattr(args, k) for k in flags})
     device, envs = check_setup(args), make_env(args, 1)
@@ -707,8 +689,9 @@ def parse_args(argv=None, Args=Args, presets=PRESETS) -> Args:
     """The command line, on the presets of the env it names (so that --help shows that env's
     values). tyro reports a bad flag or value, and exits with code 2."""
     first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    first.add_argument("--env-id", "--env_id", default=Args.env_id)
-    first.add_argument("--preset", default="")  # dqn_atari.py's
+    # (nargs="?": a flag given without its value is left to tyro, which says so)
+    first.add_argument("--env-id", "--env_id", nargs="?", const=Args.env_id, default=Args.env_id)
+    first.add_argument("--preset", nargs="?", default="")  # dqn_atari.py's
     known = first.parse_known_args(argv)[0]
     named = dict(preset=known.preset) if known.preset in presets and hasattr(Args, "preset") else {}
     return tyro.cli(Args, default=preset_args(known.env_id, Args, presets, **named), args=argv)

@@ -2,17 +2,13 @@
 
 Here s is the stack of the last 4 preprocessed frames (84x84 grayscale) and Q the Nature
 paper's convolutional net (Mnih et al. 2015). This file holds only what pixels change: the
-Atari settings, make_env (ale-py's AtariVectorEnv), the CNN, a replay buffer that stores each
-frame once, and the learning signal (a lost life is terminal, rewards are clipped; returns
-stay whole games with their real scores). The loop, the target, the loss, the update, the
-sync, the schedules, the evaluation, the checkpoints and the command line are dqn.py's.
+Atari settings, make_env (ale-py's AtariVectorEnv), the learning signal (a lost life is
+terminal, rewards are clipped; returns stay whole games), the CNN, and a replay buffer that
+stores each frame once. The loop, the update, the evaluation and the rest are dqn.py's.
 
-    python dqn_atari.py --env-id BreakoutNoFrameskip-v4   # --help lists every flag
+    python dqn_atari.py --env-id BreakoutNoFrameskip-v4   # Nature's settings; --help: every flag
+    python dqn_atari.py --env-id ALE/Pong-v5 --preset atari100k   # DrQ(epsilon)'s, 100k steps
     python dqn_atari.py --eval-only runs/<run>            # evaluate a trained network again
-
-The defaults are the Nature paper's (with Adam, a 1M-step buffer and 10M steps, as CleanRL's
-dqn_atari.py has them); --n-step and --double-q add what dqn.py's presets use, and --bf16
-runs the network in bfloat16 (faster only where the CPU has AVX-512 BF16 or AMX, and on GPUs).
 """
 
 import dataclasses
@@ -79,10 +75,8 @@ def bf16_instructions() -> bool:
 RANGES = {**dqn.RANGES, "frame_skip": (1, math.inf), "frame_stack": (1, math.inf),
           "frame_size": (36, math.inf),  # the smallest frame the Nature CNN takes
           "repeat_action_probability": (0, 1), "max_episode_frames": (1, math.inf)}
-# --preset atari100k: 100k env steps (400k frames), DrQ(epsilon)'s settings (Agarwal et al. 2021):
-# a dueling head, 10-step returns, an update per step, a target that follows every update,
-# shifted frames, and the Atari 100k evaluation (30 games at epsilon 0.001). DrQ(epsilon) also
-# has Double DQN, which changes nothing when the target network is the online one.
+# --preset atari100k: 100k env steps (400k frames) with DrQ(epsilon)'s settings (Agarwal et al.
+# 2021; its Double DQN changes nothing when the target is the online net), 30 evaluation games.
 PRESETS = {"atari100k": dict(
     total_timesteps=100_000, buffer_size=100_000, learning_starts=1_600, train_frequency=1,
     target_network_frequency=1, n_step=10, dueling=True, adam_eps=1.5e-4,
@@ -93,12 +87,11 @@ PRESETS = {"atari100k": dict(
 def make_env(args: Args, num_envs: int, evaluation: bool = False) -> gym.vector.VectorEnv:
     """`num_envs` copies of an Atari game with the DQN preprocessing, done in C++ by ale-py.
 
-    Observations are (frame_stack, frame_size, frame_size) uint8, the newest frame last; a new
-    game's stack is zero-padded. Only the game is taken from the id, so ALE/Breakout-v5 gets no
-    built-in frame skip or sticky actions here. An id that is not an ALE id must be an env that
-    already gives such stacks (the tests train on a synthetic one). Auto-reset is NEXT_STEP, as
-    in dqn.py. RecordEpisodeStatistics counts whole games with their real scores; LearningSignal,
-    above it, gives the agent lost lives and clipped rewards (but not in evaluation)."""
+    Observations are (frame_stack, frame_size, frame_size) uint8, the newest frame last, a new
+    game's stack zero-padded. Only the game is taken from the id (ALE/Breakout-v5 gets no built-in
+    frame skip or sticky actions); another id must give such stacks (the tests' synthetic env).
+    RecordEpisodeStatistics counts whole games with their real scores; LearningSignal, above it,
+    gives the agent lost lives and clipped rewards (but not in evaluation)."""
     try:
         spec = gym.spec(args.env_id)
         if spec.entry_point == "ale_py.env:AtariEnv":
@@ -128,9 +121,8 @@ def make_env(args: Args, num_envs: int, evaluation: bool = False) -> gym.vector.
 
 
 class LearningSignal(gym.vector.VectorWrapper):
-    """What the agent learns from: a lost life is terminal (it learns that dying ends its
-    rewards) and rewards are clipped to their sign. The game goes on; RecordEpisodeStatistics,
-    beneath this wrapper, still reports whole games. render() shows what the agent sees."""
+    """What the agent learns from: a lost life is terminal and rewards are clipped to their sign.
+    The game goes on: RecordEpisodeStatistics, beneath, reports whole games with real scores."""
 
     def __init__(self, envs, episodic_life: bool, clip_rewards: bool):
         super().__init__(envs)
@@ -149,8 +141,8 @@ class LearningSignal(gym.vector.VectorWrapper):
         rewards = np.sign(rewards) if self.clip_rewards else rewards
         return self.obs, rewards, terminated, truncated, info
 
-    def render(self) -> list:
-        return list(np.repeat(self.obs[:, -1, :, :, None], 3, axis=-1))  # newest frames, as RGB
+    def render(self) -> list:  # what the agent sees: the newest frames, as RGB
+        return list(np.repeat(self.obs[:, -1, :, :, None], 3, axis=-1))
 
 
 class QNetwork(nn.Module):
@@ -183,10 +175,9 @@ class QNetwork(nn.Module):
 class ReplayBuffer:
     """Ring buffer of env steps that stores each frame once (as Dopamine does).
 
-    A stack of 4 frames shares 3 with the next one, so storing (obs, next_obs) stacks would
-    hold each frame 8 times: 1M transitions would take 56 GB (28 GB with obs only, CleanRL's
-    layout). Here each env step stores its newest frame, and the stacks are rebuilt when
-    sampling: 1M steps take 1M x 84 x 84 bytes = 7.06 GB.
+    Storing (obs, next_obs) stacks of 4 would hold each frame 8 times: 1M transitions would take
+    56 GB. Here each env step stores its newest frame, and the stacks are rebuilt when sampling:
+    1M steps take 1M x 84 x 84 bytes = 7.06 GB.
 
     Every env step takes one slot per env, so the envs' rings advance together: slot p of env
     e holds the frame observed after step p, with the action, reward and terminal flag that
@@ -196,8 +187,7 @@ class ReplayBuffer:
     and a truncated step's next stack ends with its true final frame.
 
     An n-step transition from slot s sums the discounted rewards of slots s..s+n-1 and
-    bootstraps from the stack ending at s+n-1, as dqn.py's buffer does: it stops at a
-    terminal, and is never sampled across a truncation.
+    bootstraps from the stack ending at s+n-1: it stops at a terminal, never crosses a truncation.
     """
 
     def __init__(self, obs_space: gym.Space, args: Args, seed: int):
@@ -281,8 +271,7 @@ class ReplayBuffer:
         return obs, actions, rewards, next_obs, terminated
 
     def random_shift(self, stacks: torch.Tensor) -> torch.Tensor:
-        """Each stack moved by up to self.shift pixels each way, its edge pixels repeated: DrQ's
-        augmentation (pad by repeating the edges, crop at a random offset)."""
+        """DrQ's augmentation: each stack moved by up to self.shift pixels each way, edges repeated."""
         batch, stack, height, width = stacks.shape
         shifts = self.rng.integers(-self.shift, self.shift + 1, size=(2, batch, 1))
         shifts = torch.as_tensor(shifts, device=stacks.device)
@@ -293,8 +282,7 @@ class ReplayBuffer:
 
 
 def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A sampled array as a tensor on `device`. To a GPU it goes through pinned (page-locked)
-    memory, without waiting for the copy: the CPU samples on while it travels."""
+    """A sampled array as a tensor on `device` (to a GPU through pinned memory, not waiting)."""
     tensor = torch.from_numpy(np.ascontiguousarray(array))
     return tensor.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tensor
 
@@ -304,10 +292,6 @@ PARTS = dict(make_env=make_env, QNetwork=QNetwork, ReplayBuffer=ReplayBuffer)  #
 
 def train(args: Args, verbose: bool = True) -> dqn.Results:
     return dqn.train(args, **PARTS, verbose=verbose)
-
-
-def evaluate_saved(args: Args) -> list:
-    return dqn.evaluate_saved(args, make_env, QNetwork)
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ published figures, and a learning curve per game (benchmarks/results/atari100k_<
 """
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -141,9 +142,10 @@ def plot(records: list, game: str) -> str | None:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for r in (r for r in records if r["game"] == game):
-        rows = np.genfromtxt(os.path.join(REPO, r["run_dir"], "metrics.csv"), delimiter=",",
-                             names=True)
-        steps, returns = np.atleast_1d(rows["step"]), np.atleast_1d(rows["return"])
+        with open(os.path.join(REPO, r["run_dir"], "metrics.csv")) as f:
+            rows = list(csv.DictReader(f))
+        steps = np.array([int(row["step"]) for row in rows])
+        returns = np.array([float(row["return"]) for row in rows])
         ax.plot(steps, runner.trailing_mean(returns), label=f"seed {r['seed']}")
     p = PUBLISHED[game]
     ax.axhline(p["random"], color="gray", linestyle=":", label="random")

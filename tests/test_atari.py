@@ -1,5 +1,6 @@
 """The spec of dqn_atari.py: each test names the behaviour it protects."""
 
+import collections
 import os
 import subprocess
 import sys
@@ -276,6 +277,87 @@ def test_buffer_of_1m_transitions_allocates_about_7_1_gb():
     assert 7.0e9 < nbytes < 7.2e9
 
 
+def moved(stack, dy, dx, pad=4):
+    """np's reference of a shift: the stack padded by repeating its edge pixels, then cropped
+    (dy, dx) away from the centre, so that pixel (y, x) shows (y + dy, x + dx), clamped."""
+    height, width = stack.shape[-2:]
+    padded = np.pad(stack, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
+    return padded[:, pad + dy:pad + dy + height, pad + dx:pad + dx + width]
+
+
+def shift_of(stack, unshifted):
+    """The (dy, dx) in [-4, 4]^2 that moves `unshifted` to `stack` (all its frames at once)."""
+    found = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)
+             if np.array_equal(stack, moved(unshifted, dy, dx))]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def random_frame_buffer(random_shift, seed=0):
+    """2 envs, 16x16 frames of noise, one long episode each (wrapped around), n_step 1:
+    the reward of a transition is its id."""
+    space = gym.spaces.Box(0, 255, (4, 16, 16), np.uint8)
+    rb = dqn_atari.ReplayBuffer(space, buffer_args(100, 2, random_shift=random_shift), seed)
+    rng = np.random.default_rng(1)
+    rb.store(rng.integers(0, 256, (2, 16, 16), dtype=np.uint8), 0, 0, 0, first=True)
+    for step in range(1, 61):
+        rb.store(rng.integers(0, 256, (2, 16, 16), dtype=np.uint8), rng.integers(0, 4, 2),
+                 np.array([2 * step, 2 * step + 1], np.float32), np.zeros(2), first=np.zeros(2, bool))
+    return rb
+
+
+def test_without_random_shift_sampling_draws_the_batches_it_drew_before_the_shift_existed(monkeypatch):
+    """--random-shift 0 (the default): the stacks are not touched and the buffer's rng draws
+    nothing more, so a seed samples what it sampled before; these rewards (transition ids)
+    are the batches of seed 0 from the buffer of the commit before random shift."""
+    monkeypatch.setattr(dqn_atari.ReplayBuffer, "random_shift", lambda self, stacks: 1 / 0)
+    rb = random_frame_buffer(random_shift=0)
+    assert dqn_atari.Args().random_shift == 0
+    batches = [rb.sample(8, torch.device("cpu")) for _ in range(2)]
+    assert [b[2].int().tolist() for b in batches] == [[84, 63, 51, 31, 105, 107, 101, 62],
+                                                      [108, 86, 102, 54, 108, 49, 43, 61]]
+
+
+def test_random_shift_moves_each_sampled_stack_by_at_most_4_pixels_with_edges_repeated():
+    """--random-shift 4: the same transitions as without it (the indices are drawn first),
+    each obs and next_obs stack moved as a whole by one (dy, dx) in [-4, 4]^2, its own."""
+    cpu = torch.device("cpu")
+    plain, shifted = random_frame_buffer(0).sample(64, cpu), random_frame_buffer(4).sample(64, cpu)
+    obs, actions, rewards, next_obs, terminated = shifted
+    for unshifted, tensor in zip(plain, shifted):
+        assert tensor.dtype == unshifted.dtype and tensor.shape == unshifted.shape
+    assert obs.dtype == next_obs.dtype == torch.uint8
+    assert torch.equal(actions, plain[1]) and torch.equal(rewards, plain[2])
+    assert torch.equal(terminated, plain[4])
+    obs_shifts = [shift_of(obs[i].numpy(), plain[0][i].numpy()) for i in range(64)]
+    next_shifts = [shift_of(next_obs[i].numpy(), plain[3][i].numpy()) for i in range(64)]
+    assert len(set(obs_shifts)) > 20 and len(set(next_shifts)) > 20  # each stack its own draw
+    assert sum(a != b for a, b in zip(obs_shifts, next_shifts)) > 50  # obs, next_obs: independent
+    assert not torch.equal(obs, plain[0]) and not torch.equal(next_obs, plain[3])
+
+
+def test_random_shift_draws_every_one_of_the_81_shifts_from_the_buffers_rng():
+    """ReplayBuffer.random_shift on stacks whose pixels spell their coordinates (16 y + x):
+    the centre pixel tells the shift; the whole stack is np.pad(mode="edge") cropped there;
+    over 3000 stacks all 9 x 9 shifts occur, about equally; the same seed, the same shifts."""
+    space = gym.spaces.Box(0, 255, (2, 16, 16), np.uint8)
+    rb = dqn_atari.ReplayBuffer(space, buffer_args(100, 1, random_shift=4), seed=0)
+    coords = np.arange(16)[:, None] * 16 + np.arange(16)  # pixel (y, x) holds 16 y + x
+    stacks = np.broadcast_to(np.stack([coords, 255 - coords]), (3000, 2, 16, 16)).astype(np.uint8)
+    out = rb.random_shift(torch.from_numpy(stacks))
+    assert out.dtype == torch.uint8 and out.shape == stacks.shape
+    out = out.numpy()
+    centre = out[:, 0, 8, 8].astype(int)  # 16 (8 + dy) + (8 + dx)
+    dy, dx = centre // 16 - 8, centre % 16 - 8
+    for i in range(3000):
+        np.testing.assert_array_equal(out[i], moved(stacks[i], int(dy[i]), int(dx[i])))
+    counts = collections.Counter(zip(dy.tolist(), dx.tolist()))
+    assert set(counts) == {(y, x) for y in range(-4, 5) for x in range(-4, 5)}
+    assert min(counts.values()) > 10 and max(counts.values()) < 60  # about 37 each
+    again = dqn_atari.ReplayBuffer(space, buffer_args(100, 1, random_shift=4), seed=0)
+    np.testing.assert_array_equal(again.random_shift(torch.from_numpy(stacks)).numpy(), out)
+
+
 # ---------------------------------------------------------------------------
 # Network and learning
 
@@ -285,6 +367,16 @@ def test_qnetwork_derives_its_flatten_size_from_the_frame_size(size, flat):
     net = dqn_atari.QNetwork(gym.spaces.Box(0, 255, (4, size, size), np.uint8), 6, dqn_atari.Args())
     assert net.head.mlp[0].in_features == flat
     assert net(torch.zeros(5, 4, size, size, dtype=torch.uint8)).shape == (5, 6)
+
+
+def test_atari_dueling_head_gives_one_q_per_action_averaging_to_v():
+    args = dqn_atari.Args(dueling=True, device="cpu")
+    net = dqn_atari.QNetwork(gym.spaces.Box(0, 255, (4, 36, 36), np.uint8), 6, args)
+    assert net.head.mlp[-1].out_features == 7
+    obs = torch.randint(0, 256, (5, 4, 36, 36), dtype=torch.uint8)
+    q, raw = net(obs), net.head.mlp(net.conv(obs.float() / 255.0))
+    assert q.shape == (5, 6)
+    torch.testing.assert_close(q.mean(1), raw[:, 0])
 
 
 def test_cnn_pipeline_learns_a_synthetic_pixel_env(tmp_path):
@@ -331,3 +423,49 @@ def test_import_has_no_side_effects(tmp_path):
     proc = subprocess.run([sys.executable, "-c", "import dqn_atari"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120, env={**os.environ, "PYTHONPATH": REPO})
     assert proc.returncode == 0 and proc.stdout == "" and os.listdir(tmp_path) == []
+
+
+def test_preset_atari100k_is_drq_epsilons_settings_on_the_command_line_and_in_python():
+    argv = ["--preset", "atari100k", "--env-id", "ALE/Pong-v5"]
+    args = dqn.parse_args(argv, dqn_atari.Args, dqn_atari.PRESETS)
+    assert args == dqn.preset_args("ALE/Pong-v5", dqn_atari.Args, dqn_atari.PRESETS, preset="atari100k")
+    assert args.preset == "atari100k" and args.env_id == "ALE/Pong-v5"
+    assert (args.n_step, args.total_timesteps, args.random_shift, args.dueling) == (10, 100_000, 4, True)
+    assert (args.eval_episodes, args.eval_epsilon) == (30, 0.001)
+    assert args.batch_size == 32 and args.learning_rate == 1e-4  # the Nature values it keeps
+
+
+def test_a_flag_overrides_the_preset_and_without_a_preset_the_nature_defaults_stand():
+    parse = lambda *argv: dqn.parse_args(list(argv), dqn_atari.Args, dqn_atari.PRESETS)  # noqa: E731
+    args = parse("--preset", "atari100k", "--n-step", "3", "--no-dueling", "--random-shift", "0")
+    assert (args.n_step, args.dueling, args.random_shift) == (3, False, 0)
+    assert args.total_timesteps == 100_000 and args.eval_episodes == 30  # the rest of the preset
+    assert parse("--n-step", "3", "--preset", "atari100k").n_step == 3  # (before it, too)
+    assert parse() == dqn_atari.Args()
+    assert parse("--env-id", "ALE/Pong-v5") == dqn_atari.Args(env_id="ALE/Pong-v5")
+    assert parse("--preset", "nature") == dqn_atari.Args()
+    nature = dqn_atari.Args()
+    assert (nature.preset, nature.n_step, nature.random_shift, nature.dueling) == ("nature", 1, 0, False)
+    assert nature.total_timesteps == 10_000_000
+
+
+@pytest.mark.parametrize("script, preset, words", [("dqn_atari.py", "atari10k", "atari10k"),
+                                                   ("dqn.py", "atari100k", "--preset")])
+def test_an_unknown_preset_is_tyros_one_box_error_and_leaves_nothing(tmp_path, script, preset, words):
+    """dqn_atari.py knows nature and atari100k; dqn.py has no --preset at all. Run where the
+    default output directory (runs/) would be made."""
+    proc = subprocess.run([sys.executable, os.path.join(REPO, script), "--preset", preset], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("╭") == 1 and proc.stderr.count("╰") == 1  # one box
+    assert words in proc.stderr and "Traceback" not in proc.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_help_with_preset_atari100k_shows_the_presets_values():
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "dqn_atari.py"), "--preset", "atari100k", "--help"],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0
+    assert "(default: 100000)" in proc.stdout and "(default: 10000000)" not in proc.stdout
+    assert "(default: atari100k)" in proc.stdout and "(default: 0.001)" in proc.stdout

@@ -215,3 +215,81 @@ def test_the_readme_summary_and_the_full_table_are_written_between_their_markers
     page.write_text("# Title\n<!-- results:start -->\nold\n<!-- results:end -->\nafter\n")
     run.update_section(str(page), text + "\n")
     assert page.read_text() == f"# Title\n<!-- results:start -->\n{text}\n<!-- results:end -->\nafter\n"
+
+
+def atari100k_record(game, seed, score, minutes, run_dir="runs/x"):
+    return dict(game=game, seed=seed, score=score, games=[score] * 30, minutes=minutes, cpu="Test CPU, 2 cores",
+                run_dir=run_dir)
+
+
+def test_atari100k_table_has_the_mean_score_its_human_normalised_score_and_the_minutes(monkeypatch):
+    """Per game: runs, mean ± std of the runs' scores, (mean - random) / (human - random) with
+    Kaiser et al.'s random and human scores, minutes per run (mean and max); a game without
+    runs has no row."""
+    import atari100k
+    import run
+
+    monkeypatch.setattr(run, "BOOTSTRAP_REPS", 200)  # (the IQM's interval: fast, not the figure tested)
+
+    records = [atari100k_record("Pong", 1, -20.0, 30.0), atari100k_record("Pong", 2, -10.0, 40.0),
+               atari100k_record("Pong", 3, -12.0, 50.0), atari100k_record("Breakout", 1, 10.0, 20.0),
+               atari100k_record("Breakout", 2, 20.0, 22.0)]
+    text = atari100k.table(records, ["Breakout", "Pong", "SpaceInvaders"])
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in text.splitlines()[2:]
+            if line.startswith("| ")}
+    assert set(rows) == {"Breakout", "Pong"}
+    pong, breakout = rows["Pong"], rows["Breakout"]
+    assert pong[1] == "3" and pong[2] == f"-14.0 ± {np.std([-20, -10, -12]):.1f}"
+    assert float(pong[4]) == round((-14.0 - -20.7) / (14.6 - -20.7), 3)  # 0.190
+    assert pong[-1] == "40.0 (max 50.0) |"
+    assert pong[3].startswith("-14.0 [") or (pong[3] == "-" and "rliable could not" in text)  # 3 runs: no trim
+    assert breakout[1] == "2" and breakout[2] == "15.0 ± 5.0"
+    assert float(breakout[4]) == round((15.0 - 1.7) / (30.5 - 1.7), 3)  # 0.462
+    assert breakout[-1] == "21.0 (max 22.0) |"
+    assert "mean of its 30 evaluation games" in text and "Pong 3: -12.0" in text and "Test CPU, 2 cores" in text
+
+
+def test_update_section_replaces_only_what_stands_between_its_own_markers(tmp_path):
+    import run
+
+    page = tmp_path / "atari.md"
+    page.write_text("# Atari\n<!-- results:start -->\nresults\n<!-- results:end -->\nmiddle\n"
+                    "<!-- atari100k:start -->\nold table\n<!-- atari100k:end -->\nend\n")
+    run.update_section(str(page), "new table\n", name="atari100k")
+    assert page.read_text() == ("# Atari\n<!-- results:start -->\nresults\n<!-- results:end -->\nmiddle\n"
+                                "<!-- atari100k:start -->\nnew table\n<!-- atari100k:end -->\nend\n")
+    run.update_section(str(page), "new results\n")  # name="results", as before
+    assert page.read_text() == ("# Atari\n<!-- results:start -->\nnew results\n<!-- results:end -->\nmiddle\n"
+                                "<!-- atari100k:start -->\nnew table\n<!-- atari100k:end -->\nend\n")
+
+
+def test_atari100k_write_page_puts_every_kept_runs_table_and_curves_between_its_markers(tmp_path, monkeypatch):
+    """The run.json of each results/runs/atari100k/<Game>/seed<N>/ is read back; the table and a
+    curve per game go between the atari100k markers of the page, and nothing else changes."""
+    import atari100k
+    import run
+
+    monkeypatch.setattr(run, "BOOTSTRAP_REPS", 200)
+    monkeypatch.setattr(atari100k, "OUT", str(tmp_path / "results"))
+    monkeypatch.setattr(atari100k, "DOC", str(tmp_path / "atari.md"))
+    for seed, score in [(1, -20.0), (3, -10.0)]:
+        run_dir = tmp_path / f"pong{seed}"
+        run_dir.mkdir()
+        (run_dir / "metrics.csv").write_text("step,time_s,episode,return,length,epsilon,loss\n"  # dqn.py's
+                                             "800,9.5,1,-21.0,800,0.880,nan\n1700,20.1,2,-19.0,900,0.742,0.01\n")
+        os.makedirs(atari100k.seed_dir("Pong", seed))
+        with open(os.path.join(atari100k.seed_dir("Pong", seed), "run.json"), "w") as f:
+            json.dump(atari100k_record("Pong", seed, score, 30.0, run_dir=str(run_dir)), f)
+    os.makedirs(atari100k.seed_dir("Breakout", 1))  # a run without its run.json: not finished
+    page = "# Atari\n<!-- results:start -->\nkept\n<!-- results:end -->\n<!-- atari100k:start -->\nold\n" \
+           "<!-- atari100k:end -->\nend\n"
+    (tmp_path / "atari.md").write_text(page)
+    atari100k.write_page()
+    text = (tmp_path / "atari.md").read_text()
+    head, rest = text.split("<!-- atari100k:start -->\n")
+    section, tail = rest.split("<!-- atari100k:end -->")
+    assert head == page.split("<!-- atari100k:start -->")[0] and tail == "\nend\n"
+    assert "| Pong | 2 | -15.0 ± 5.0 |" in section and "| Breakout |" not in section and "old" not in section
+    if importlib.util.find_spec("matplotlib"):
+        assert "![Pong](../benchmarks/results/atari100k_pong.png)" in section
+        assert os.path.getsize(tmp_path / "results" / "atari100k_pong.png") > 0

@@ -151,6 +151,50 @@ def test_qnetwork_sizes_come_from_the_spaces():
     assert onehot(torch.tensor([0, 15])).shape == (2, 4)
 
 
+def test_dueling_q_values_average_to_v_and_keep_the_centred_advantages():
+    """--dueling: the last layer gives V(s) then A(s, .); Q = V + A - mean(A), so the mean of
+    Q over the actions is V and Q minus its mean is the centred advantages."""
+    torch.manual_seed(0)
+    net = dqn.QNetwork(gym.spaces.Box(-1, 1, (3,)), 5, dqn.Args(hidden_sizes=(8,), dueling=True))
+    assert net.mlp[-1].out_features == 6  # V(s), then one advantage per action
+    obs = torch.randn(7, 3)
+    q = net(obs)
+    raw = net.mlp(obs)
+    v, a = raw[:, 0], raw[:, 1:]
+    assert q.shape == (7, 5)
+    torch.testing.assert_close(q.mean(1), v)
+    torch.testing.assert_close(q - q.mean(1, keepdim=True), a - a.mean(1, keepdim=True))
+    assert not torch.allclose(q, a)  # (not the raw advantages: V is added, their mean taken off)
+
+
+def test_without_dueling_the_network_is_the_plain_mlp_it_was():
+    """--no-dueling (the default): the same layers, shapes and initial weights as an MLP with
+    n_actions outputs, and Q is its output."""
+    args = dqn.Args(hidden_sizes=(8,))
+    assert args.dueling is False
+    torch.manual_seed(0)
+    net = dqn.QNetwork(gym.spaces.Box(-1, 1, (3,)), 5, args)
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 5))
+    assert [(k, v.shape) for k, v in net.state_dict().items()] == \
+        [("mlp." + k, v.shape) for k, v in plain.state_dict().items()]
+    assert [tuple(p.shape) for p in net.parameters()] == [(8, 3), (8,), (5, 8), (5,)]
+    for p, p_plain in zip(net.parameters(), plain.parameters()):
+        assert torch.equal(p, p_plain)
+    obs = torch.randn(4, 3)
+    assert torch.equal(net(obs), plain(obs))
+
+
+@pytest.mark.parametrize("adam_eps", [1e-8, 1.5e-4])
+def test_adam_eps_is_the_optimizers_epsilon(tiny_args, adam_eps):
+    """The optimizer that train() steps (as saved in its checkpoint) has eps = --adam-eps."""
+    results = dqn.train(tiny_args(adam_eps=adam_eps, checkpoint_every=200), verbose=False)
+    checkpoint = torch.load(os.path.join(results.output_dir, "checkpoint.pt"), weights_only=True)
+    optimizer = checkpoint["modules"]["optimizer"]
+    assert optimizer["state"]  # it took steps
+    assert [g["eps"] for g in optimizer["param_groups"]] == [adam_eps]
+
+
 def test_buffer_wraps_without_losing_order():
     space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
     rb = dqn.ReplayBuffer(space, dqn.Args(buffer_size=5, batch_size=5), seed=0)
@@ -351,7 +395,7 @@ def run_main(monkeypatch, capsys, *argv):
     (["--env-id", "NoSuchEnv-v0"], "NoSuchEnv"),
     (["--env-id", "no_such_module:MyEnv-v0"], "no_such_module"),
     (["--env-id", "Blackjack-v1"], "Box or Discrete observations"),
-    (["--resume", "/nonexistent/checkpoint.pt"], "cannot resume"),
+    (["--resume", "/nonexistent/checkpoint.pt"], "--resume /nonexistent/checkpoint.pt: No such file"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(monkeypatch, capsys, tmp_path, argv, words):
     code, err = run_main(monkeypatch, capsys, *argv, "--output-dir", str(tmp_path))

@@ -121,8 +121,8 @@ def test_evaluation_of_a_looping_policy_ends(tmp_path, capsys):
 def test_eval_only_reproduces_the_runs_evaluation(module, tmp_path, capsys):
     results = module.train(tiny(module, tmp_path), verbose=False)
     assert capsys.readouterr().out == ""  # verbose=False prints nothing
-    again = module.evaluate_saved(module.Args(eval_only=results.output_dir, eval_episodes=3,
-                                              device="cpu", torch_threads=1))
+    args = module.Args(eval_only=results.output_dir, eval_episodes=3, device="cpu", torch_threads=1)
+    again = dqn.evaluate_saved(args, module.make_env, module.QNetwork)
     assert again == results.eval_returns and len(again) == 3
 
 
@@ -202,7 +202,7 @@ def trained_run(tmp_path_factory):
     (["--env-id", "ale_py:ALE/Pong-v5"], "dqn_atari.py"),
     (["--resume", "MODEL"], "--eval-only"),
     (["--resume", "NOT_A_CHECKPOINT"], "not a checkpoint"),
-    (["--eval-only", "NOT_A_CHECKPOINT"], "no model.pt"),
+    (["--eval-only", "NOT_A_CHECKPOINT"], "not a model.pt"),
     (["--eval-only", "OTHER_NETWORK"], "does not fit its settings"),
 ])
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, trained_run, argv, words):
