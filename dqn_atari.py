@@ -192,9 +192,10 @@ class ReplayBuffer:
 
     def __init__(self, obs_space: gym.Space, args: Args, seed: int):
         self.stack, *frame_shape = obs_space.shape
-        num_envs, n_step = args.num_envs, args.n_step
+        num_envs, self.n_step, self.gamma = args.num_envs, args.n_step, args.gamma
+        self.num_envs, self.shift = num_envs, args.random_shift  # shift: see random_shift()
         self.slots = args.buffer_size // num_envs  # ring length, per env
-        if self.slots <= self.stack + n_step:
+        if self.slots <= self.stack + self.n_step:
             raise dqn.UsageError(f"--buffer-size {args.buffer_size} holds {self.slots} steps per "
                                  "env: it needs more than --frame-stack + --n-step")
         frame_bytes = int(np.prod(frame_shape))
@@ -205,10 +206,7 @@ class ReplayBuffer:
         self.terminated = np.zeros((self.slots, num_envs), dtype=np.float32)
         self.first = np.zeros((self.slots, num_envs), dtype=bool)
         self.pos, self.size = 0, 0  # the slot written next; slots written (<= self.slots)
-        self.n_step, self.gamma, self.num_envs = n_step, args.gamma, num_envs
-        self.shift = args.random_shift
-        self.new_episodes = True  # the next add() starts episodes (not in a checkpoint: a
-        # resumed run starts new episodes, so a restored buffer starts them too)
+        self.new_episodes = True  # the next add() starts episodes (as after a resume: not saved)
         self.rng = np.random.default_rng(seed)
 
     def add(self, obs, actions, rewards, next_obs, terminated, truncated, reset) -> None:
@@ -271,7 +269,7 @@ class ReplayBuffer:
         return obs, actions, rewards, next_obs, terminated
 
     def random_shift(self, stacks: torch.Tensor) -> torch.Tensor:
-        """DrQ's augmentation: each stack moved by up to self.shift pixels each way, edges repeated."""
+        """DrQ's augmentation: each stack moved up to self.shift pixels each way, edges repeated."""
         batch, stack, height, width = stacks.shape
         shifts = self.rng.integers(-self.shift, self.shift + 1, size=(2, batch, 1))
         shifts = torch.as_tensor(shifts, device=stacks.device)
