@@ -140,8 +140,9 @@ class QNetwork(nn.Module):
             norm = [nn.LayerNorm(size)] if args.layer_norm else []
             layers += [nn.Linear(in_size, size), *norm, nn.ReLU()]
             in_size = size
-        # A dueling head has one more output, V(s), before the advantages A(s, a).
-        self.mlp = nn.Sequential(*layers, nn.Linear(in_size, n_actions + args.dueling))
+        # A dueling head (as Dopamine's: after the shared hidden layers) has one more output,
+        # V(s), before the advantages A(s, a).
+        self.mlp = nn.Sequential(*layers, nn.Linear(in_size, n_actions + int(args.dueling)))
         if args.small_last_layer:
             with torch.no_grad():
                 self.mlp[-1].weight.mul_(0.01)
@@ -514,6 +515,7 @@ class Run:
         self.file.seek(0, os.SEEK_END)  # (truncate leaves the position where it was)
         if not args.resume:
             self.file.write("step,time_s,episode,return,length,epsilon,loss\n")
+        self.line_time, self.line_step = time.time(), state.global_step
 
     def seconds(self) -> float:
         return time.time() - self.clock
@@ -526,7 +528,9 @@ class Run:
                         f"{length},{epsilon:.4f},{s.last_loss:.5f}\n")
 
     def progress(self, epsilon: float) -> str:
-        s, sps = self.state, self.state.global_step / max(self.seconds(), 1e-9)
+        s, now = self.state, time.time()
+        sps = (s.global_step - self.line_step) / max(now - self.line_time, 1e-9)
+        self.line_time, self.line_step = now, s.global_step
         loss = float(np.mean(s.recent_losses)) if s.recent_losses else math.nan
         if s.recent_losses:  # learning has started
             s.losses.append((s.global_step, loss))
@@ -584,14 +588,18 @@ def save_checkpoint(args: Args, state: State, modules: dict, rb, run: Run) -> No
 
 
 def load(path: str, name: str, flag: str, args: Args, key: str) -> tuple:
-    """A file this program saved (path, or `name` in the run directory path) and the Args in
-    it, read as tensors and plain values only: a file from elsewhere cannot run code."""
+    """(its path, its dict, its Args) of a file this program saved: `path`, or `name` in the run
+    directory `path`, which has `key`. Read as tensors and plain values only: a file from
+    elsewhere cannot run code. Settings this version does not have are left out, and said."""
     path = os.path.join(path, name) if os.path.isdir(path) else path
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         known = {f.name for f in dataclasses.fields(args)}  # (not the flags of older versions)
         saved_args = type(args)(**{k: v for k, v in saved["args"].items() if k in known})
         saved[key]  # noqa: B018  (a checkpoint.pt has a "state", a model.pt a "q_network")
+        if set(saved["args"]) - known:
+            print(f"{flag}: {path} has settings this version does not have, left out: "
+                  f"{', '.join(sorted(set(saved['args']) - known))}", file=sys.stderr)
     except OSError as e:
         raise UsageError(f"{flag} {path}: {e.strerror}") from None
     except Exception:
@@ -603,9 +611,9 @@ def load(path: str, name: str, flag: str, args: Args, key: str) -> tuple:
 def load_checkpoint(args: Args) -> tuple:
     """The run to go on with: its settings (with this command's device and threads) and its
     checkpoint."""
-    path, checkpoint, saved = load(args.resume, "checkpoint.pt", "--resume", args, "state")
+    path, checkpoint, saved_args = load(args.resume, "checkpoint.pt", "--resume", args, "state")
     here = dict(resume=path, device=args.device, torch_threads=args.torch_threads)
-    return dataclasses.replace(saved, **here), checkpoint
+    return dataclasses.replace(saved_args, **here), checkpoint
 
 
 def restore(checkpoint: dict, args: Args, state: State, modules: dict, rb) -> None:
@@ -671,8 +679,8 @@ def evaluate_saved(args: Args, make_env=make_env, QNetwork=QNetwork) -> list:
     envs.close()
     try:
         q_network.load_state_dict(saved["q_network"])
-    except (KeyError, RuntimeError):  # another network than its args make
-        raise UsageError(f"--eval-only {args.eval_only}: its network does not fit its settings "
+    except RuntimeError:  # another network than its args make
+        raise UsageError(f"--eval-only {path}: its network does not fit its settings "
                          "(made by another version of this program?)") from None
     video_dir = os.path.join(os.path.dirname(path), "videos") if args.capture_video else ""
     return evaluate(q_network.to(device), args, device, make_env, video_dir)

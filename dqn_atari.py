@@ -46,7 +46,7 @@ class Args(dqn.Args):
     torch_threads: int = os.cpu_count() or 1  # CPU threads for torch; 1 when runs share cores
     checkpoint_every: int = 100_000  # env steps between checkpoints (0: none); also on Ctrl-C
 
-    # Preprocessing (Mnih et al. 2015; Machado et al. 2018 for sticky actions), and bfloat16
+    # Preprocessing (Mnih et al. 2015; Machado et al. 2018 for sticky actions), and the rest
     noop_max: int = 30  # at most this many no-op frames at the start of a game (a random start)
     frame_skip: int = 4  # frames per env step, the action repeated; the max of the last 2 is seen
     frame_size: int = 84  # observed frames are frame_size x frame_size grayscale
@@ -58,7 +58,7 @@ class Args(dqn.Args):
     max_episode_frames: int = 108_000  # a game is truncated after this many frames (30 minutes)
     random_shift: int = 0  # move sampled frames up to this many pixels (DrQ's augmentation)
     bf16: bool = False  # the network computes in bfloat16 (weights and Q-values stay float32)
-    preset: Literal["nature", "atari100k"] = "nature"  # the settings: these, or PRESETS' below
+    preset: Literal["nature", "atari100k"] = "nature"  # PRESETS' (in Python: dqn.preset_args)
 
     def __post_init__(self):  # a value out of range raises ValueError, which tyro reports
         dqn.check_args(self, RANGES)
@@ -75,8 +75,8 @@ def bf16_instructions() -> bool:
 RANGES = {**dqn.RANGES, "frame_skip": (1, math.inf), "frame_stack": (1, math.inf),
           "frame_size": (36, math.inf),  # the smallest frame the Nature CNN takes
           "repeat_action_probability": (0, 1), "max_episode_frames": (1, math.inf)}
-# --preset atari100k: 100k env steps (400k frames) with DrQ(epsilon)'s settings (Agarwal et al.
-# 2021; its Double DQN changes nothing when the target is the online net), 30 evaluation games.
+# --preset atari100k: 100k env steps (400k frames), DrQ(epsilon)'s settings (Agarwal et al. 2021;
+# its Double DQN changes nothing when the target is the online net; epsilon 0.01 from 6,600).
 PRESETS = {"atari100k": dict(
     total_timesteps=100_000, buffer_size=100_000, learning_starts=1_600, train_frequency=1,
     target_network_frequency=1, n_step=10, dueling=True, adam_eps=1.5e-4,
@@ -257,7 +257,7 @@ class ReplayBuffer:
         frames = to_device(self.frames[window, env[:, None]], device)  # (batch, stack + n, h, w)
         frames = frames * to_device(keep, device)[:, :, None, None]
         obs, next_obs = frames[:, :self.stack], frames[:, n:]  # stacks ending at s-1 and s+n-1
-        if self.shift:
+        if self.shift:  # --random-shift
             obs, next_obs = self.random_shift(obs), self.random_shift(next_obs)
         steps = window[:, self.stack:]
         alive = np.cumprod(1 - self.terminated[steps, env[:, None]], axis=1)  # 0 from a terminal

@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -57,9 +58,10 @@ def train(game: str, seed: int, extra: list) -> dict:
     before = 0.0  # training seconds already in the checkpoint
     if checkpoints:
         import torch
-        saved = torch.load(checkpoints[0], map_location="cpu", weights_only=True)
+        saved = torch.load(checkpoints[0], map_location="cpu", weights_only=True, mmap=True)
         before = saved["state"]["train_seconds"]
-        flags = ["--resume", checkpoints[0]]
+        del saved  # (its replay buffer is the resumed run's to hold)
+        flags = ["--resume", checkpoints[0], *extra]
     else:
         shutil.rmtree(root, ignore_errors=True)
         flags = ["--env-id", f"ALE/{game}-v5", "--preset", "atari100k", "--seed", str(seed),
@@ -69,8 +71,15 @@ def train(game: str, seed: int, extra: list) -> dict:
     os.makedirs(root, exist_ok=True)
     launched = time.time()
     with open(os.path.join(root, "stdout.txt"), "a") as log:
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO).returncode
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signum))
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:  # the run got Ctrl-C too: it writes its checkpoint
+            code = proc.wait()
     wall = time.time() - launched
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        sys.exit(f"{game} seed {seed} stopped with a checkpoint: the same command goes on with it")
     if code != 0:
         sys.exit(f"{game} seed {seed} failed (exit {code}): see {root}/stdout.txt")
     (run_dir,) = run_dirs(root)
@@ -116,7 +125,8 @@ def table(records: list, games: list) -> str:
             continue
         scores = np.array([r["score"] for r in rs])
         p = PUBLISHED[game]
-        iqm = runner.fmt_ci(runner.iqm_and_mean(scores[:, None], rliable)["iqm"]) if rliable else "-"
+        ok = rliable and len(rs) > 1
+        iqm = runner.fmt_ci(runner.iqm_and_mean(scores[:, None], rliable)["iqm"]) if ok else "-"
         hns = (scores.mean() - p["random"]) / (p["human"] - p["random"])
         minutes = np.array([r["minutes"] for r in rs])
         lines.append(f"| {game} | {len(rs)} | {runner.fmt(list(scores), 1)} | {iqm} | {hns:.3f} | "
@@ -125,8 +135,10 @@ def table(records: list, games: list) -> str:
     seeds = ", ".join(f"{r['game']} {r['seed']}: {r['score']:.1f}" for r in records)
     cpus = sorted({r["cpu"] for r in records})
     note = (f"\n\nEach run's score is the mean of its {len(records[0]['games'])} evaluation games; "
-            f"per run: {seeds}. Ran on {'; '.join(cpus)} ({platform.system()}), one run at a "
-            "time, float32.")
+            f"per run: {seeds}. The IQM is over runs (with 3, their mean; its interval a "
+            "bootstrap over them). Minutes: from launch to the end of the evaluation (a resumed "
+            f"run: its training before the checkpoint, then the rest). Ran on {'; '.join(cpus)} "
+            f"({platform.system()}), one run at a time, float32.")
     if error:
         note += f" IQM left out: rliable could not be imported ({error})."
     return "\n".join(lines) + note
