@@ -139,6 +139,8 @@ def table(records: list, games: list) -> str:
             "bootstrap over them). Minutes: from launch to the end of the evaluation (a resumed "
             f"run: its training before the checkpoint, then the rest). Ran on {'; '.join(cpus)} "
             f"({platform.system()}), one run at a time, float32.")
+    for r in records:  # what the record of a run says of it (written by hand)
+        note += f" {r['game']} seed {r['seed']}: {r['note']}." if r.get("note") else ""
     if error:
         note += f" IQM left out: rliable could not be imported ({error})."
     return "\n".join(lines) + note
@@ -164,7 +166,7 @@ def plot(records: list, game: str) -> str | None:
     ax.axhline(TARGETS[game], color="black", linestyle="--", linewidth=1, label="target")
     ax.set_xlabel("env steps (4 frames each)")
     ax.set_ylabel("game score, mean of the last 20")
-    ax.set_title(f"dqn_atari.py --preset atari100k, {game}, while training (epsilon-greedy)")
+    ax.set_title(f"--preset atari100k, {game}: training games (epsilon 0.01)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = os.path.join(OUT, f"atari100k_{game.lower()}.png")
