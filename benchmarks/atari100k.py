@@ -102,8 +102,7 @@ def run_dirs(root: str) -> list:
 
 
 def runner_cpu() -> str:
-    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-    from atari_speed import cpu_name
+    from atari_speed import cpu_name  # (benchmarks/ is on sys.path, above)
     return f"{cpu_name()}, {os.cpu_count()} cores"
 
 
