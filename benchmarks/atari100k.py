@@ -230,6 +230,60 @@ def profile(steps: int) -> str:
     return "\n".join(lines)
 
 
+def profile_run(learning_steps: int) -> str:
+    """Milliseconds per env step of each part inside a real run of the preset (dqn.train on
+    Pong), after its first gradient step (which imports torch._dynamo): each part's calls timed
+    where the loop makes them, and what the loop spends besides them."""
+    import tempfile
+    import dqn
+    import dqn_atari
+    parts = {"env step (ale-py, 4 frames, the learning signal)": (dqn_atari.LearningSignal, "step"),
+             "acting (epsilon-greedy, a forward pass of 1 stack)": (dqn, "select_action"),
+             "storing the step": (dqn_atari.ReplayBuffer, "add"),
+             "sampling 32 transitions (10-step, shifted)": (dqn_atari.ReplayBuffer, "sample"),
+             "the gradient step (batch 32)": (dqn, "gradient_step"),
+             "the target update (a copy)": (dqn, "update_target")}
+    spent = dict.fromkeys(parts, 0.0)
+    clock = {"learning since": None, "steps": 0}
+
+    def timed(name, function):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            result = function(*args, **kwargs)
+            if clock["learning since"] is not None:
+                spent[name] += time.perf_counter() - start
+                clock["steps"] += name.startswith("env step")
+            elif name.startswith("the gradient"):  # the first: the clock starts after it
+                clock["learning since"] = time.perf_counter()
+            return result
+        return wrapper
+
+    originals = {name: getattr(owner, attr) for name, (owner, attr) in parts.items()}
+    for name, (owner, attr) in parts.items():
+        setattr(owner, attr, timed(name, originals[name]))
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            args = dqn.preset_args("ALE/Pong-v5", dqn_atari.Args, dqn_atari.PRESETS,
+                                   preset="atari100k", device="cpu", output_dir=out,
+                                   total_timesteps=1_600 + learning_steps, eval_episodes=0,
+                                   checkpoint_every=0, save_model=False)
+            dqn_atari.train(args, verbose=False)
+            wall = time.perf_counter() - clock["learning since"]
+    finally:
+        for name, (owner, attr) in parts.items():
+            setattr(owner, attr, originals[name])
+    steps = clock["steps"]
+    times = {name: seconds / steps * 1e3 for name, seconds in spent.items()}
+    times["the rest of the loop"] = wall / steps * 1e3 - sum(times.values())
+    return "\n".join([
+        f"Inside a run (dqn_atari.train, Pong, the preset, {learning_steps} steps of learning "
+        f"after its {args.learning_starts} first; {args.torch_threads} torch threads, float32, "
+        f"{runner_cpu()}), ms per env step:",
+        *(f"  {name:50} {ms:6.2f} ms" for name, ms in times.items()),
+        f"  {'a step, all in':50} {wall / steps * 1e3:6.2f} ms: {steps / wall:.1f} steps/s, "
+        f"100k steps in {100_000 * wall / steps / 60:.0f} min"])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -237,10 +291,11 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--table-only", action="store_true", help="no training: the table of the "
                         "runs already kept")
-    parser.add_argument("--profile", action="store_true", help="only time the parts of a step")
+    parser.add_argument("--profile", action="store_true", help="only time the parts of a step, "
+                        "apart and inside a short run")
     opts, extra = parser.parse_known_args()  # extra: passed on to dqn_atari.py (new runs)
     if opts.profile:
-        text = profile(200)
+        text = profile(200) + "\n\n" + profile_run(2_000)
         print(text)
         with open(os.path.join(OUT, "atari100k_profile.txt"), "w") as f:
             f.write(text + "\n")
