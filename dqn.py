@@ -134,6 +134,7 @@ class QNetwork(nn.Module):
         super().__init__()
         # A Discrete observation is an index, fed to the MLP as a one-hot vector.
         self.n_obs_values = obs_space.n if isinstance(obs_space, gym.spaces.Discrete) else 0
+        self.obs_start = int(obs_space.start) if self.n_obs_values else 0  # Discrete(n, start)
         in_size = self.n_obs_values or int(np.prod(obs_space.shape))
         layers = []
         for size in args.hidden_sizes:
@@ -151,9 +152,9 @@ class QNetwork(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if self.n_obs_values:
-            x = F.one_hot(obs.long(), self.n_obs_values).float()  # (batch, n_obs_values)
+            x = F.one_hot(obs.long() - self.obs_start, self.n_obs_values).float()
         else:
-            x = obs.flatten(1).float()  # (batch, obs_size)
+            x = obs.reshape(len(obs), -1).float()  # (batch, obs_size)
         q = self.mlp(x)  # (batch, n_actions), or (batch, 1 + n_actions) if dueling
         if self.dueling:  # V(s) + A(s, a), with the advantages centred on their mean
             q = q[:, :1] + q[:, 1:] - q[:, 1:].mean(1, keepdim=True)
@@ -438,7 +439,7 @@ def run_seeds(seed: int) -> dict:
 RANGES = dict(total_timesteps=(1, math.inf), num_envs=(1, math.inf), lr_end_fraction=(0, 1),
               gamma=(0, 1), batch_size=(1, math.inf), buffer_size=(1, math.inf),
               train_frequency=(1, math.inf), gradient_steps=(1, math.inf),
-              target_network_frequency=(1, math.inf), tau=(0, 1), n_step=(1, math.inf),
+              target_network_frequency=(1, math.inf), tau=(1e-6, 1), n_step=(1, math.inf),
               hidden_sizes=(1, math.inf), start_e=(0, 1), end_e=(0, 1),
               exploration_fraction=(0, 1), eval_epsilon=(0, 1), eval_max_steps=(1, math.inf),
               log_interval=(1, math.inf), torch_threads=(1, math.inf))
@@ -457,13 +458,16 @@ def check_args(args: Args, ranges: dict) -> None:
                          f"(--learning-starts {args.learning_starts})")
 
 
-def atari_error(env_id: str) -> str:
-    """The error for an id of ale-py's (ALE/Pong-v5, PongNoFrameskip-v4): dqn_atari.py's."""
+def atari_spec(env_id: str):
+    """The registered spec of an id of ale-py's (ALE/Pong-v5, PongNoFrameskip-v4), else None."""
     with contextlib.suppress(ImportError):
         import ale_py  # noqa: F401  (registers the ALE ids)
-    spec = gym.registry.get(env_id.split(":")[-1])
-    atari = spec is not None and spec.entry_point == "ale_py.env:AtariEnv"
-    return f"{env_id} is an Atari game: train it with dqn_atari.py" if atari else ""
+    spec = gym.registry.get(env_id.split(":")[-1])  # (module:Id: the module is not imported)
+    return spec if spec is not None and spec.entry_point == "ale_py.env:AtariEnv" else None
+
+
+def atari_error(env_id: str) -> str:
+    return f"{env_id} is an Atari game: train it with dqn_atari.py" if atari_spec(env_id) else ""
 
 
 def check_env(envs, env_id: str) -> None:
@@ -472,6 +476,8 @@ def check_env(envs, env_id: str) -> None:
     error = atari_error(env_id)
     if not error and not isinstance(actions, gym.spaces.Discrete):
         error = f"DQN needs Discrete actions, {env_id} has {actions}: try SAC or TD3 for these"
+    if not error and actions.start != 0:  # the network's outputs are actions 0 .. n-1
+        error = f"{env_id} has actions {actions}: dqn.py needs them numbered from 0"
     if not error and not isinstance(observations, gym.spaces.Box | gym.spaces.Discrete):
         error = f"{env_id} observes {observations}: dqn.py needs Box or Discrete observations"
     if error:
@@ -484,8 +490,8 @@ def check_setup(args: Args) -> torch.device:
     """The device, and what --capture-video needs, before anything is written."""
     try:
         device = torch.device(args.device)
-        torch.zeros(1, device=device)
-    except (RuntimeError, AssertionError) as e:  # not a device, or one this torch cannot use
+        torch.zeros(1, device=device).cpu()
+    except (RuntimeError, AssertionError, ImportError, NotImplementedError) as e:  # (not usable)
         raise UsageError(f"--device {args.device}: {str(e).splitlines()[0]} "
                          "(use --device cpu)") from None
     if args.capture_video and importlib.util.find_spec("moviepy") is None:
@@ -605,6 +611,9 @@ def load(path: str, name: str, flag: str, args: Args, key: str) -> tuple:
     except Exception:
         raise UsageError(f"{flag} {path}: not a {name} of this program (checkpoint.pt: --resume, "
                          "model.pt: --eval-only)") from None
+    if ":" in saved_args.env_id and saved_args.env_id != args.env_id:  # module:Id imports module
+        raise UsageError(f"{flag} {path}: its env {saved_args.env_id} imports a module, which "
+                         f"runs its code; to allow it, add --env-id {saved_args.env_id}")
     return path, saved, saved_args
 
 
@@ -612,6 +621,13 @@ def load_checkpoint(args: Args) -> tuple:
     """The run to go on with: its settings (with this command's device and threads) and its
     checkpoint."""
     path, checkpoint, saved_args = load(args.resume, "checkpoint.pt", "--resume", args, "state")
+    run_dir = os.path.dirname(path)
+    if os.path.exists(os.path.join(run_dir, "summary.json")):
+        raise UsageError(f"--resume {path}: that run has finished; to evaluate it again: "
+                         f"--eval-only {run_dir or '.'}")
+    if not os.path.exists(os.path.join(run_dir, "metrics.csv")):
+        raise UsageError(f"--resume {path}: no metrics.csv beside it; resume a checkpoint.pt "
+                         "in its run directory")
     here = dict(resume=path, device=args.device, torch_threads=args.torch_threads)
     return dataclasses.replace(saved_args, **here), checkpoint
 
@@ -620,10 +636,14 @@ def restore(checkpoint: dict, args: Args, state: State, modules: dict, rb) -> No
     """The saved loop state, networks, optimizer, and the buffer where it was saved; without it,
     learning waits until the buffer holds --learning-starts new transitions."""
     saved = checkpoint["state"]
+    try:
+        state.explore_rng.bit_generator.state = saved["explore_rng"]
+        for name, m in modules.items():
+            m.load_state_dict(checkpoint["modules"][name])
+    except (KeyError, TypeError, ValueError, RuntimeError):  # another network than its args make
+        raise UsageError(f"--resume {args.resume}: its networks do not fit its settings (made by "
+                         "another version of this program?)") from None
     vars(state).update({k: v for k, v in saved.items() if k != "explore_rng"})
-    state.explore_rng.bit_generator.state = saved["explore_rng"]
-    for name, m in modules.items():
-        m.load_state_dict(checkpoint["modules"][name])
     if checkpoint["replay_buffer"] is None:
         state.learning_starts = state.global_step + max(args.learning_starts, args.batch_size)
         return
@@ -679,7 +699,7 @@ def evaluate_saved(args: Args, make_env=make_env, QNetwork=QNetwork) -> list:
     envs.close()
     try:
         q_network.load_state_dict(saved["q_network"])
-    except RuntimeError:  # another network than its args make
+    except (RuntimeError, TypeError, AttributeError):  # another network than its args make
         raise UsageError(f"--eval-only {path}: its network does not fit its settings "
                          "(made by another version of this program?)") from None
     video_dir = os.path.join(os.path.dirname(path), "videos") if args.capture_video else ""

@@ -93,8 +93,8 @@ def make_env(args: Args, num_envs: int, evaluation: bool = False) -> gym.vector.
     RecordEpisodeStatistics counts whole games with their real scores; LearningSignal, above it,
     gives the agent lost lives and clipped rewards (but not in evaluation)."""
     try:
-        spec = gym.spec(args.env_id)
-        if spec.entry_point == "ale_py.env:AtariEnv":
+        spec = dqn.atari_spec(args.env_id)  # None: another env (yours, a module:Id too)
+        if spec:
             envs = AtariVectorEnv(
                 spec.kwargs["game"], num_envs, frameskip=args.frame_skip, maxpool=True,
                 grayscale=True, img_height=args.frame_size, img_width=args.frame_size,
@@ -108,12 +108,12 @@ def make_env(args: Args, num_envs: int, evaluation: bool = False) -> gym.vector.
             envs = gym.make_vec(args.env_id, num_envs, vectorization_mode="sync")
     except (gym.error.Error, ImportError) as e:  # an unknown id, game or module
         raise dqn.UsageError(f"cannot make env {args.env_id!r}: {str(e).splitlines()[0]}") from None
-    space = envs.single_observation_space
+    space, actions = envs.single_observation_space, envs.single_action_space
     if not (space.dtype == np.uint8 and len(space.shape) == 3 and min(space.shape[1:]) >= 36
-            and isinstance(envs.single_action_space, gym.spaces.Discrete)):
+            and isinstance(actions, gym.spaces.Discrete) and actions.start == 0):
         envs.close()
         raise dqn.UsageError(f"{args.env_id} is not an Atari env (ALE/<Game>-v5) nor one with "
-                             f"Discrete actions and uint8 frame stacks ({space}): use dqn.py")
+                             f"actions Discrete(n) and uint8 frame stacks ({space}): use dqn.py")
     assert envs.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
     learning = not evaluation

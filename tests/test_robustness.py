@@ -204,6 +204,7 @@ def trained_run(tmp_path_factory):
     (["--resume", "NOT_A_CHECKPOINT"], "not a checkpoint"),
     (["--eval-only", "NOT_A_CHECKPOINT"], "not a model.pt"),
     (["--eval-only", "OTHER_NETWORK"], "does not fit its settings"),
+    (["--device", "meta"], "--device meta"),  # a device torch has, where nothing can run
 ])
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, trained_run, argv, words):
     junk = tmp_path / "junk.pt"
@@ -222,6 +223,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, trained_run, argv, w
 @pytest.mark.parametrize("script, argv, words", [
     ("dqn.py", ["--seed", "-1"], "--seed -1"),
     ("dqn.py", ["--total-timesteps", "500"], "--total-timesteps 500"),
+    ("dqn.py", ["--tau", "0"], "--tau 0"),  # a target network that would never move
     ("dqn_atari.py", ["--frame-size", "20"], "--frame-size 20"),
     ("dqn_atari.py", ["--frame-stak", "2"], "--frame-stack"),
 ])
@@ -301,3 +303,99 @@ def test_a_users_own_env_with_a_class_entry_point_trains_from_the_command_line(t
                          timeout=300, env=env)
     assert out.returncode == 2 and out.stderr.startswith("error: ") and "Discrete actions" in out.stderr
     assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_a_shared_file_imports_no_module_it_names(tmp_path):
+    """An env id module:Id imports the module: one named by a file is imported only when the
+    command line names it too."""
+    marker = tmp_path / "imported"
+    (tmp_path / "side_effect.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    results = dqn.train(tiny(dqn, tmp_path), verbose=False)
+    path = os.path.join(results.output_dir, "model.pt")
+    saved = torch.load(path)
+    torch.save({**saved, "args": {**saved["args"], "env_id": "side_effect:tests/Chain-v0"}}, path)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}/tests"}
+    command = [sys.executable, os.path.join(REPO, "dqn.py"), "--eval-only", path]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 2 and "--env-id side_effect:tests/Chain-v0" in out.stderr, out.stderr
+    assert out.stderr.count("\n") == 1 and not marker.exists()
+    out = subprocess.run([*command, "--env-id", "side_effect:tests/Chain-v0"], capture_output=True,
+                         text=True, timeout=300, env=env)
+    assert marker.exists()  # named on the command line: imported (the env is conftest's, not there)
+
+
+def test_resume_refuses_a_finished_run_a_lone_checkpoint_and_one_that_does_not_fit(tmp_path):
+    run_dir = dqn.train(tiny(dqn, tmp_path, checkpoint_every=200), verbose=False).output_dir
+    checkpoint = os.path.join(run_dir, "checkpoint.pt")
+    (tmp_path / "lone").mkdir()
+    (tmp_path / "lone" / "checkpoint.pt").write_bytes(open(checkpoint, "rb").read())
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "metrics.csv").write_text("")
+    saved = torch.load(checkpoint)
+    saved["args"]["hidden_sizes"] = (32,)  # another network than the weights'
+    torch.save(saved, tmp_path / "other" / "checkpoint.pt")
+    for path, words in [(run_dir, "that run has finished; to evaluate it again: --eval-only"),
+                        (tmp_path / "lone", "no metrics.csv beside it"),
+                        (tmp_path / "other", "its networks do not fit its settings")]:
+        before = sorted(os.listdir(run_dir)), open(os.path.join(run_dir, "metrics.csv")).read()
+        with pytest.raises(dqn.UsageError, match=words):
+            dqn.train(dqn.Args(resume=str(path)), verbose=False)
+        assert (sorted(os.listdir(run_dir)), open(os.path.join(run_dir, "metrics.csv")).read()) == before
+    assert os.listdir(tmp_path / "lone") == ["checkpoint.pt"]
+    assert (tmp_path / "other" / "metrics.csv").read_text() == ""
+
+
+def register_once(env_id, entry_point, **kwargs):
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=entry_point, max_episode_steps=20, kwargs=kwargs)
+
+
+class SpacesEnv(gym.Env):
+    """Random observations from any space, with any Discrete action space."""
+
+    def __init__(self, observation_space, action_space):
+        self.observation_space, self.action_space = observation_space, action_space
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.observation_space.seed(seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        assert self.action_space.contains(action), action
+        return self.observation_space.sample(), 1.0, False, False, {}
+
+
+def test_envs_with_a_scalar_or_numbered_from_3_observation_train(tmp_path):
+    register_once("tests/Scalar-v0", SpacesEnv, observation_space=gym.spaces.Box(-1, 1, ()),
+                  action_space=gym.spaces.Discrete(2))
+    register_once("tests/From3-v0", SpacesEnv, observation_space=gym.spaces.Discrete(5, start=3),
+                  action_space=gym.spaces.Discrete(2))
+    for env_id in ["tests/Scalar-v0", "tests/From3-v0"]:
+        assert len(dqn.train(tiny(dqn, tmp_path, env_id=env_id), verbose=False).eval_returns) == 3
+
+
+def test_actions_numbered_from_1_are_refused_in_both_files(tmp_path):
+    register_once("tests/ActionsFrom1-v0", SpacesEnv, observation_space=gym.spaces.Box(-1, 1, (2,)),
+                  action_space=gym.spaces.Discrete(3, start=1))
+    register_once("tests/PixelsActionsFrom1-v0", SpacesEnv,
+                  observation_space=gym.spaces.Box(0, 255, (4, 36, 36), np.uint8),
+                  action_space=gym.spaces.Discrete(3, start=1))
+    with pytest.raises(dqn.UsageError, match="needs them numbered from 0"):
+        dqn.train(tiny(dqn, tmp_path, env_id="tests/ActionsFrom1-v0"), verbose=False)
+    with pytest.raises(dqn.UsageError, match=r"actions Discrete\(n\)"):
+        dqn_atari.train(tiny(dqn_atari, tmp_path, env_id="tests/PixelsActionsFrom1-v0"), verbose=False)
+    assert os.listdir(tmp_path) == []
+
+
+def test_dqn_atari_takes_module_colon_id_for_a_users_env_and_for_ale(tmp_path, monkeypatch):
+    (tmp_path / "my_pixels.py").write_text(
+        "import gymnasium as gym\n"
+        "gym.register('MyPixels-v0', entry_point='conftest:ConstantEnv', max_episode_steps=5,\n"
+        "             kwargs={'pixels': True})\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    results = dqn_atari.train(tiny(dqn_atari, tmp_path, env_id="my_pixels:MyPixels-v0"), verbose=False)
+    assert results.eval_returns == [5.0] * 3  # reward 1 a step, 5 steps
+    envs = dqn_atari.make_env(dqn_atari.Args(env_id="ale_py:ALE/Pong-v5"), 1)
+    assert envs.single_observation_space.shape == (4, 84, 84)  # ale-py's game, preprocessed
+    envs.close()
