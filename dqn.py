@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from typing import Literal
 
 import gymnasium as gym
@@ -327,7 +328,7 @@ def train(args: Args, make_env=make_env, QNetwork=QNetwork, ReplayBuffer=ReplayB
     say = print if verbose else lambda *_, **__: None
     # A resumed run keeps its settings, and goes on from its checkpoint.
     args, checkpoint = load_checkpoint(args) if args.resume else (args, None)
-    device, seeds = check_setup(args), run_seeds(args.seed)
+    device, seeds = check_setup(args, make_env), run_seeds(args.seed)
     with contextlib.ExitStack() as cleanup:  # on any exit: close, put back torch's threads
         cleanup.callback(torch.set_num_threads, torch.get_num_threads())
         torch.set_num_threads(args.torch_threads)
@@ -486,7 +487,7 @@ def check_env(envs, env_id: str) -> None:
     assert envs.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
 
 
-def check_setup(args: Args) -> torch.device:
+def check_setup(args: Args, make_env=make_env) -> torch.device:
     """The device, and what --capture-video needs, before anything is written."""
     try:
         device = torch.device(args.device)
@@ -496,6 +497,11 @@ def check_setup(args: Args) -> torch.device:
                          "(use --device cpu)") from None
     if args.capture_video and importlib.util.find_spec("moviepy") is None:
         raise UsageError("--capture-video needs moviepy: pip install moviepy")
+    if args.capture_video:  # the evaluation's env must render: known now, not after training
+        try:
+            make_env(args, 1, evaluation=True).close()
+        except (TypeError, AssertionError) as e:  # no render_mode argument, or no rgb_array
+            raise UsageError(f"--capture-video: {args.env_id} cannot render frames ({e})") from None
     return device
 
 
@@ -599,13 +605,15 @@ def load(path: str, name: str, flag: str, args: Args, key: str) -> tuple:
     elsewhere cannot run code. Settings this version does not have are left out, and said."""
     path = os.path.join(path, name) if os.path.isdir(path) else path
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings(action="ignore"):  # torch's, on a file not of this program
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            settings = saved["args"]  # (a tensor, say, warns when indexed with a string)
         known = {f.name for f in dataclasses.fields(args)}  # (not the flags of older versions)
-        saved_args = type(args)(**{k: v for k, v in saved["args"].items() if k in known})
+        saved_args = type(args)(**{k: v for k, v in settings.items() if k in known})
         saved[key]  # noqa: B018  (a checkpoint.pt has a "state", a model.pt a "q_network")
-        if set(saved["args"]) - known:
+        if set(settings) - known:
             print(f"{flag}: {path} has settings this version does not have, left out: "
-                  f"{', '.join(sorted(set(saved['args']) - known))}", file=sys.stderr)
+                  f"{', '.join(sorted(set(settings) - known))}", file=sys.stderr)
     except OSError as e:
         raise UsageError(f"{flag} {path}: {e.strerror}") from None
     except Exception:
@@ -694,7 +702,7 @@ def evaluate_saved(args: Args, make_env=make_env, QNetwork=QNetwork) -> list:
     path, saved, trained = load(args.eval_only, "model.pt", "--eval-only", args, "q_network")
     flags = ["eval_episodes", "eval_epsilon", "eval_max_steps", "capture_video", "device"]
     args = dataclasses.replace(trained, **{k: getattr(args, k) for k in flags})
-    device, envs = check_setup(args), make_env(args, 1)
+    device, envs = check_setup(args, make_env), make_env(args, 1)
     q_network = QNetwork(envs.single_observation_space, int(envs.single_action_space.n), args)
     envs.close()
     try:

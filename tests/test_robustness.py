@@ -3,6 +3,7 @@ a trained agent evaluated again. Each test names the behaviour it protects."""
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 
@@ -205,6 +206,8 @@ def trained_run(tmp_path_factory):
     (["--eval-only", "NOT_A_CHECKPOINT"], "not a model.pt"),
     (["--eval-only", "OTHER_NETWORK"], "does not fit its settings"),
     (["--device", "meta"], "--device meta"),  # a device torch has, where nothing can run
+    (["--eval-only", "TENSOR"], "not a model.pt"),  # (torch's warnings not shown)
+    (["--eval-only", "PICKLE"], "not a model.pt"),
 ])
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, trained_run, argv, words):
     junk = tmp_path / "junk.pt"
@@ -213,7 +216,11 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, trained_run, argv, w
     other["args"].update(env_id="CartPole-v1", hidden_sizes=(32,))  # another network than the weights'
     torch.save(other, tmp_path / "other.pt")
     files = {"MODEL": os.path.join(trained_run, "model.pt"), "NOT_A_CHECKPOINT": str(junk),
-             "OTHER_NETWORK": str(tmp_path / "other.pt")}
+             "OTHER_NETWORK": str(tmp_path / "other.pt"), "TENSOR": str(tmp_path / "tensor.pt"),
+             "PICKLE": str(tmp_path / "plain.pkl")}
+    torch.save(torch.zeros(3), files["TENSOR"])
+    with open(files["PICKLE"], "wb") as f:
+        pickle.dump({"args": {}}, f, protocol=4)
     argv = [files.get(a, a) for a in argv]
     code, err = run_cli("dqn.py", tmp_path, *argv)
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and words in err, err
@@ -399,3 +406,12 @@ def test_dqn_atari_takes_module_colon_id_for_a_users_env_and_for_ale(tmp_path, m
     envs = dqn_atari.make_env(dqn_atari.Args(env_id="ale_py:ALE/Pong-v5"), 1)
     assert envs.single_observation_space.shape == (4, 84, 84)  # ale-py's game, preprocessed
     envs.close()
+
+
+def test_capture_video_of_an_env_that_cannot_render_fails_before_training(tmp_path):
+    pytest.importorskip("moviepy")
+    register_once("tests/NoRender-v0", SpacesEnv, observation_space=gym.spaces.Box(-1, 1, (2,)),
+                  action_space=gym.spaces.Discrete(2))  # its __init__ takes no render_mode
+    with pytest.raises(dqn.UsageError, match="--capture-video: tests/NoRender-v0 cannot render"):
+        dqn.train(tiny(dqn, tmp_path, env_id="tests/NoRender-v0", capture_video=True), verbose=False)
+    assert os.listdir(tmp_path) == []
