@@ -605,7 +605,8 @@ def load(path: str, name: str, flag: str, args: Args, key: str) -> tuple:
     elsewhere cannot run code. Settings this version does not have are left out, and said."""
     path = os.path.join(path, name) if os.path.isdir(path) else path
     try:
-        with warnings.catch_warnings(action="ignore"):  # torch's, on a file not of this program
+        with warnings.catch_warnings():  # torch's, on a file not of this program: not shown
+            warnings.simplefilter("ignore")
             saved = torch.load(path, map_location="cpu", weights_only=True)
             settings = saved["args"]  # (a tensor, say, warns when indexed with a string)
         known = {f.name for f in dataclasses.fields(args)}  # (not the flags of older versions)
