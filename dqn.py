@@ -681,8 +681,9 @@ def stop_signals(cleanup: contextlib.ExitStack) -> list:
 def report(results: Results, state: State, run: Run, say) -> Results:
     """How to resume a stopped run, or the finished run's summary.json."""
     if results.stopped_by:
+        env = f" --env-id {results.args.env_id}" if ":" in results.args.env_id else ""  # load()
         say(f"stopped at step {state.global_step} by {signal.Signals(results.stopped_by).name}; "
-            f"resume with: python {os.path.basename(sys.argv[0])} --resume {run.checkpoint}")
+            f"resume with: python {os.path.basename(sys.argv[0])} --resume {run.checkpoint}{env}")
         return results
     with open(os.path.join(run.dir, "summary.json"), "w") as f:
         json.dump({"args": dataclasses.asdict(results.args), "train_seconds": state.train_seconds,

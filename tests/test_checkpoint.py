@@ -238,3 +238,19 @@ def test_atari_resume_starts_new_games_in_the_buffer(tmp_path, monkeypatch):
     resumed = dqn_atari.train(dqn_atari.Args(resume=path))
     assert resumed.replay_buffer.first[resume_slot].all()  # the new games start in the buffer
     assert resumed.episode_returns[:len(stopped.episode_returns)] == stopped.episode_returns
+
+
+def test_the_resume_command_printed_for_a_module_colon_id_env_resumes_it(tmp_path, monkeypatch, capsys):
+    """load() imports no module a file names unless the command line names it too: the printed
+    command names it."""
+    (tmp_path / "my_chain.py").write_text(
+        "import gymnasium as gym\n"
+        "gym.register('MyChain-v0', entry_point='conftest:ChainEnv', max_episode_steps=20)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    interrupt_at_iteration(monkeypatch, dqn, 90)
+    dqn.train(tiny(dqn, tmp_path, env_id="my_chain:MyChain-v0"))
+    command = re.search(r"resume with: python \S+ (.*)", capsys.readouterr().out).group(1)
+    monkeypatch.undo()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    resumed = dqn.train(dqn.parse_args(command.split()), verbose=False)
+    assert resumed.args.env_id == "my_chain:MyChain-v0" and len(resumed.eval_returns) == 2
