@@ -107,11 +107,14 @@ def runner_cpu() -> str:
 
 
 def finished(game: str, seed: int) -> dict | None:
+    path = os.path.join(seed_dir(game, seed), "run.json")
     try:
-        with open(os.path.join(seed_dir(game, seed), "run.json")) as f:
+        with open(path) as f:
             return json.load(f)
     except FileNotFoundError:
         return None
+    except ValueError:  # (json's error)
+        sys.exit(f"{path} is not a run record: remove it and run that seed again")
 
 
 def table(records: list, games: list) -> str:
@@ -267,7 +270,9 @@ def profile_run(learning_steps: int) -> str:
                                    preset="atari100k", device="cpu", output_dir=out,
                                    total_timesteps=1_600 + learning_steps, eval_episodes=0,
                                    checkpoint_every=0, save_model=False)
-            dqn_atari.train(args, verbose=False)
+            stopped_by = dqn_atari.train(args, verbose=False).stopped_by
+            if stopped_by:  # Ctrl-C or SIGTERM: no partial profile
+                sys.exit(128 + stopped_by)
             wall = time.perf_counter() - clock["learning since"]
     finally:
         for name, (owner, attr) in parts.items():
@@ -293,7 +298,10 @@ def main():
                         "runs already kept")
     parser.add_argument("--profile", action="store_true", help="only time the parts of a step, "
                         "apart and inside a short run")
-    opts, extra = parser.parse_known_args()  # extra: passed on to dqn_atari.py (new runs)
+    parser.add_argument("--device", help="passed on to dqn_atari.py (default: its own, cuda if "
+                        "there is one); no other flag is: a run follows the protocol")
+    opts = parser.parse_args()
+    extra = ["--device", opts.device] if opts.device else []
     if opts.profile:
         text = profile(200) + "\n\n" + profile_run(2_000)
         print(text)
@@ -316,7 +324,7 @@ def write_page() -> None:
     records = [r for game in PUBLISHED for seed in range(1, 100)
                if os.path.isdir(root) and (r := finished(game, seed))]
     if not records:
-        return
+        sys.exit(f"no finished run under {root}: run python benchmarks/atari100k.py first")
     games = [g for g in PUBLISHED if any(r["game"] == g for r in records)]
     section = table(records, games) + "\n"
     for game in games:

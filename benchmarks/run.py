@@ -116,8 +116,7 @@ def plan_runs(envs: list, seeds: int, grid: list, sb3: bool, sb3_python: str | N
     """One dict per run: what train_one.py trains, and its name in the table and under runs/."""
     runs = []
     for env_id in envs:
-        atari = "NoFrameskip" in env_id or env_id.startswith("ALE/")
-        impl = "dqn_atari" if atari else "dqn"
+        impl = "dqn_atari" if atari_id(env_id) else "dqn"
         variants = [(impl, flags) for flags in grid]
         if sb3 and env_id in SB3_ZOO:  # the peer, once per env and seed: the grid is dqn.py's
             variants.append(("sb3", []))
@@ -130,6 +129,13 @@ def plan_runs(envs: list, seeds: int, grid: list, sb3: bool, sb3_python: str | N
                     "label": " ".join([IMPLS[impl]] + [f"--{flag} {value}" for flag, value in flags]),
                     "python": sb3_python if impl == "sb3" else None})  # None: the runner's own
     return runs
+
+
+def atari_id(env_id: str) -> bool:
+    """An id of ale-py's (ALE/Pong-v5, Pong-v4, PongNoFrameskip-v4): dqn_atari.py trains it."""
+    sys.path.insert(0, REPO)
+    import dqn  # (imported here: the driver needs torch for nothing else)
+    return dqn.atari_spec(env_id) is not None
 
 
 def train_run(run: dict, repo: str, extra: list) -> dict:
@@ -155,7 +161,7 @@ def train_run(run: dict, repo: str, extra: list) -> dict:
                 with open(path, "rb") as f:
                     files[os.path.relpath(path, tmp)] = f.read()
     printed = files["stdout.txt"].decode(errors="replace").strip().splitlines()
-    record = {**run, "launched": launched, "wall_s": time.time() - launched,
+    record = {**run, "extra": extra, "launched": launched, "wall_s": time.time() - launched,
               "peak_rss_mb": usage.ru_maxrss / 1024,  # ru_maxrss is in KiB on Linux
               "node": platform.node(), "returncode": returncode,
               "error": None if returncode == 0 else f"exit {returncode}: {error_of(printed)}"}
@@ -191,14 +197,19 @@ def save_run(out: str, outcome: dict) -> dict:
     return record
 
 
-def finished_run(out: str, run: dict) -> dict | None:
-    """The record of this run if it already finished in `out` (for --reuse); a failed run is not."""
+def finished_run(out: str, run: dict, extra: list) -> dict | None:
+    """The record of this run if it already finished in `out` with the same flags (for --reuse);
+    a failed or damaged run is not, nor one made with other flags (`extra`: --total-timesteps,
+    --dqn-args)."""
+    files = [os.path.join(run_dir(out, run), name) for name in ("episodes.csv", "summary.json")]
     try:
         with open(os.path.join(run_dir(out, run), "run.json")) as f:
             record = json.load(f)
-    except FileNotFoundError:
+    except (OSError, ValueError):  # none, or not a record
         return None
-    if record.get("error"):
+    if not isinstance(record, dict) or record.get("error") or not all(map(os.path.exists, files)):
+        return None
+    if record.get("extra", []) != extra:  # (a record written before "extra" was: no flags)
         return None
     return {**run, **record, "error": None, "run_dir": run_dir(out, run)}  # (older run.json: no "error")
 
@@ -219,13 +230,23 @@ def sweep_here(runs: list, out: str, extra: dict, jobs: int) -> list:
     finished = []
 
     def train_and_save(run):
-        record = save_run(out, train_run(run, REPO, extra[run["impl"]]))
+        outcome = train_run(run, REPO, extra[run["impl"]])
+        if outcome["record"]["returncode"] in (130, 143):  # Ctrl-C or SIGTERM: no result, not kept
+            return {**outcome["record"], "error": "interrupted"}
+        record = save_run(out, outcome)
         finished.append(record)
         report(len(finished), len(runs), record)
         return record
 
-    with ThreadPoolExecutor(jobs) as pool:
+    pool = ThreadPoolExecutor(jobs)
+    try:
         return list(pool.map(train_and_save, runs))
+    except KeyboardInterrupt:  # Ctrl-C (the runs get it too): start no other run
+        pool.shutdown(cancel_futures=True)
+        print(f"interrupted: {len(runs) - len(finished)} runs not finished", file=sys.stderr)
+        sys.exit(130)
+    finally:
+        pool.shutdown()
 
 
 def sweep_ray(runs: list, out: str, extra: dict, address: str, cpus_per_run: float, gpus_per_run: float) -> list:
@@ -533,14 +554,31 @@ def notes(envs: list, sb3: str | None, sb3_note: str, total_timesteps: int | Non
     return "\n".join(lines) + "\n"
 
 
+def at_least_1(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
+
+
+def env_error(env_id: str) -> str | None:
+    """Why env_id cannot be made here (an unknown id, module or package), or None."""
+    import gymnasium as gym
+    try:
+        atari_id(env_id)  # (imports ale_py, which registers the ALE ids)
+        gym.make(env_id).close()
+    except (gym.error.Error, ImportError) as e:
+        return f"--envs {env_id}: {str(e).splitlines()[0]}"
+    return None
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--envs", nargs="+", default=None, help=f"default: {' '.join(THRESHOLDS)}")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds 1..N per env (default 5)")
+    parser.add_argument("--seeds", type=at_least_1, default=None, help="seeds 1..N per env (default 5)")
     parser.add_argument("--grid", nargs="+", default=[], metavar="FLAG=V1,V2",
                         help="dqn.py / dqn_atari.py flags to sweep, every combination its own rows, "
                              "e.g. --grid learning-rate=1e-3,3e-4 n-step=1,3")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count(), help="runs at once (without --ray)")
+    parser.add_argument("--jobs", type=at_least_1, default=os.cpu_count(), help="runs at once (without --ray)")
     parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                         help="run each run as a Ray task: on a Ray started here, or on the cluster at "
                              "ADDRESS ('auto' on one of its nodes; pip install -r benchmarks/requirements.txt)")
@@ -550,7 +588,7 @@ def main():
     parser.add_argument("--quick", action="store_true",
                         help="CartPole-v1, 2 seeds (unless --envs or --seeds say otherwise)")
     parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results"))
-    parser.add_argument("--total-timesteps", type=int, default=None,
+    parser.add_argument("--total-timesteps", type=at_least_1, default=None,
                         help="env steps for every run, of both implementations "
                              "(default: dqn.py's presets, and rl-zoo's n_timesteps for SB3)")
     parser.add_argument("--no-sb3", action="store_true", help="leave Stable-Baselines3 out")
@@ -568,6 +606,9 @@ def main():
     opts = parser.parse_args()
     envs = opts.envs or (["CartPole-v1"] if opts.quick else list(THRESHOLDS))
     seeds = opts.seeds or (2 if opts.quick else 5)
+    errors = [e for e in map(env_error, envs) if e]
+    if errors:
+        parser.error(errors[0])
     if opts.random_scores:
         for env_id in envs:
             print(f"{env_id}: {random_policy_score(env_id):.1f}")
@@ -597,7 +638,8 @@ def main():
     extra = {"dqn": dqn_extra, "dqn_atari": dqn_extra, "sb3": steps}
     runs = plan_runs(envs, seeds, grid, sb3 is not None, opts.sb3_python)
     variants = {run["variant"]: run["label"] for run in runs}  # in the order of the plan
-    reused = {n: finished_run(opts.out, run) for n, run in enumerate(runs)} if opts.reuse else {}
+    reused = ({n: finished_run(opts.out, run, extra[run["impl"]]) for n, run in enumerate(runs)}
+              if opts.reuse else {})
     todo = [run for n, run in enumerate(runs) if not reused.get(n)]
     print(f"{len(runs)} runs ({len(runs) - len(todo)} finished before), outputs in {opts.out}")
     for run in todo:  # how it ran, in its run.json: timings depend on it

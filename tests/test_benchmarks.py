@@ -147,6 +147,9 @@ def test_grid_is_every_combination_named_by_its_flags():
     assert first["label"] == "dqn.py --learning-rate 1e-3 --n-step 1"
     assert first["variant"] == "dqn--learning-rate=1e-3--n-step=1"
     assert {r["impl"] for r in runs if r["env_id"] == "BreakoutNoFrameskip-v4"} == {"dqn_atari"}
+    ids = ["Pong-v4", "ale_py:ALE/Pong-v5", "ALE/Pong-v5", "Acrobot-v1"]  # ale-py's, in any spelling
+    assert [r["impl"] for r in run.plan_runs(ids, 1, [[]], sb3=False, sb3_python=None)] == \
+        ["dqn_atari"] * 3 + ["dqn"]
     assert len({(r["variant"], r["env_id"], r["seed"]) for r in runs}) == len(runs)  # each its own run dir
 
 
@@ -293,3 +296,64 @@ def test_atari100k_write_page_puts_every_kept_runs_table_and_curves_between_its_
     if importlib.util.find_spec("matplotlib"):
         assert "![Pong](../benchmarks/results/atari100k_pong.png)" in section
         assert os.path.getsize(tmp_path / "results" / "atari100k_pong.png") > 0
+
+
+def test_reuse_reads_back_only_a_whole_record_made_with_the_same_flags(tmp_path):
+    """--reuse: a run made with other --total-timesteps or --dqn-args is trained again, and so is
+    a damaged record (not json, not a dict, its episodes.csv gone); a whole one is read back."""
+    import run
+
+    [plan] = run.plan_runs(["CartPole-v1"], 1, [[]], sb3=False, sb3_python=None)
+    root = run.run_dir(str(tmp_path), plan)
+    os.makedirs(root)
+    for name in ["episodes.csv", "summary.json"]:
+        open(os.path.join(root, name), "w").close()
+    record = {**plan, "extra": ["--total-timesteps", "3000"], "error": None}
+    with open(os.path.join(root, "run.json"), "w") as f:
+        json.dump(record, f)
+    assert run.finished_run(str(tmp_path), plan, ["--total-timesteps", "3000"])["extra"] == record["extra"]
+    assert run.finished_run(str(tmp_path), plan, ["--total-timesteps", "6000"]) is None
+    assert run.finished_run(str(tmp_path), plan, []) is None
+    os.remove(os.path.join(root, "episodes.csv"))
+    assert run.finished_run(str(tmp_path), plan, ["--total-timesteps", "3000"]) is None
+    for text in ["{not json", "[1, 2]"]:
+        with open(os.path.join(root, "run.json"), "w") as f:
+            f.write(text)
+        assert run.finished_run(str(tmp_path), plan, []) is None
+
+
+def test_runners_refuse_bad_flags_before_writing_anything(tmp_path):
+    """run.py: counts below 1 and unknown envs; atari100k.py: any flag but its own (a run of the
+    table follows the protocol): argparse's message, exit 2, nothing written."""
+    atari100k = os.path.join(REPO, "benchmarks", "atari100k.py")
+    for argv, words in [([RUN, "--jobs", "0"], "--jobs: '0' is not a whole number >= 1"),
+                        ([RUN, "--seeds", "-1"], "--seeds: '-1' is not a whole number >= 1"),
+                        ([RUN, "--envs", "NoSuchEnv-v0"], "--envs NoSuchEnv-v0:"),
+                        ([atari100k, "--games", "Pong", "--seeds", "9", "--total-timesteps", "5"],
+                         "unrecognized arguments: --total-timesteps 5")]:
+        proc = subprocess.run([sys.executable, *argv, "--out", str(tmp_path / "out")], capture_output=True,
+                              text=True, timeout=120, cwd=tmp_path)
+        assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert os.listdir(tmp_path) == []
+    assert not os.path.exists(os.path.join(REPO, "benchmarks", "results", "runs", "atari100k", "Pong", "seed9"))
+
+
+def test_ctrl_c_on_a_sweep_starts_no_other_run_and_keeps_no_interrupted_one(tmp_path, monkeypatch):
+    """The runs get Ctrl-C too, and exit 130 with a checkpoint in their temp dir: not a result."""
+    import signal
+
+    import pytest
+    import run
+
+    started = []
+
+    def train_run(plan, repo, extra):
+        started.append(plan["seed"])
+        os.kill(os.getpid(), signal.SIGINT)  # the Ctrl-C, to the runner's main thread
+        return {"record": {**plan, "returncode": 130, "error": "exit 130"}, "files": {"stdout.txt": b""}}
+
+    monkeypatch.setattr(run, "train_run", train_run)
+    plans = run.plan_runs(["CartPole-v1"], 3, [[]], sb3=False, sb3_python=None)
+    with pytest.raises(SystemExit) as exit_info:
+        run.sweep_here(plans, str(tmp_path), {"dqn": []}, jobs=1)
+    assert exit_info.value.code == 130 and started == [1] and os.listdir(tmp_path) == []
