@@ -36,7 +36,8 @@ def animate(run_dir: str, path: str, width: int, fps: int, seconds: float) -> No
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", default=os.path.join(REPO, "benchmarks", "results", "runs", "dqn"))
+    runs = os.path.join(REPO, "benchmarks", "results", "runs", "dqn")
+    parser.add_argument("--runs", default=runs, help="dqn.py's runs of a sweep: <run.py --out>/runs/dqn")
     parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "agents"))
     parser.add_argument("--envs", nargs="+", default=ENVS)
     parser.add_argument("--seed", type=int, default=1)
@@ -44,12 +45,16 @@ def main() -> None:
     parser.add_argument("--fps", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=10.0)
     opts = parser.parse_args()
-    os.makedirs(opts.out, exist_ok=True)
-    for env_id in opts.envs:
-        models = glob.glob(os.path.join(opts.runs, env_id, f"seed{opts.seed}", "*", "model.pt"))
+    if min(opts.width, opts.fps, opts.seconds) <= 0:
+        parser.error("--width, --fps and --seconds must be above 0")
+    found = {env_id: glob.glob(os.path.join(opts.runs, env_id, f"seed{opts.seed}", "*", "model.pt"))
+             for env_id in opts.envs}
+    for env_id, models in found.items():
         if not models:
             sys.exit(f"error: no trained run of {env_id} seed {opts.seed} under {opts.runs}: "
-                     "run python benchmarks/run.py first")
+                     "run python benchmarks/run.py first (or --runs <its --out>/runs/dqn)")
+    os.makedirs(opts.out, exist_ok=True)
+    for env_id, models in found.items():
         path = os.path.join(opts.out, f"{env_id}.gif")
         animate(os.path.dirname(models[0]), path, opts.width, opts.fps, opts.seconds)
         print(f"{path}: {os.path.getsize(path) / 1e3:.0f} kB")

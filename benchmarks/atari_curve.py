@@ -64,6 +64,9 @@ def main():
         summary = json.load(f)
     steps = np.array([int(r["step"]) for r in rows])
     returns = np.array([float(r["return"]) for r in rows])
+    if not len(returns):
+        sys.exit(f"no game ended in {opts.total_timesteps} steps ({run_dir}): no curve; "
+                 "give more --total-timesteps")
     eval_returns = summary["eval_returns"]
     game = opts.env_id.split("/")[-1].split("NoFrameskip")[0].split("-")[0].lower() + ("_bf16" if opts.bf16 else "")
 

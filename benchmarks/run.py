@@ -574,11 +574,13 @@ def env_error(env_id: str) -> str | None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--envs", nargs="+", default=None, help=f"default: {' '.join(THRESHOLDS)}")
-    parser.add_argument("--seeds", type=at_least_1, default=None, help="seeds 1..N per env (default 5)")
+    parser.add_argument("--seeds", type=at_least_1, default=None,
+                        help="seeds 1..N per env (default 5)")
     parser.add_argument("--grid", nargs="+", default=[], metavar="FLAG=V1,V2",
                         help="dqn.py / dqn_atari.py flags to sweep, every combination its own rows, "
                              "e.g. --grid learning-rate=1e-3,3e-4 n-step=1,3")
-    parser.add_argument("--jobs", type=at_least_1, default=os.cpu_count(), help="runs at once (without --ray)")
+    parser.add_argument("--jobs", type=at_least_1, default=os.cpu_count(),
+                        help="runs at once (without --ray)")
     parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                         help="run each run as a Ray task: on a Ray started here, or on the cluster at "
                              "ADDRESS ('auto' on one of its nodes; pip install -r benchmarks/requirements.txt)")

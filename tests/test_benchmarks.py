@@ -324,16 +324,20 @@ def test_reuse_reads_back_only_a_whole_record_made_with_the_same_flags(tmp_path)
 
 def test_runners_refuse_bad_flags_before_writing_anything(tmp_path):
     """run.py: counts below 1 and unknown envs; atari100k.py: any flag but its own (a run of the
-    table follows the protocol): argparse's message, exit 2, nothing written."""
-    atari100k = os.path.join(REPO, "benchmarks", "atari100k.py")
-    for argv, words in [([RUN, "--jobs", "0"], "--jobs: '0' is not a whole number >= 1"),
-                        ([RUN, "--seeds", "-1"], "--seeds: '-1' is not a whole number >= 1"),
-                        ([RUN, "--envs", "NoSuchEnv-v0"], "--envs NoSuchEnv-v0:"),
-                        ([atari100k, "--games", "Pong", "--seeds", "9", "--total-timesteps", "5"],
-                         "unrecognized arguments: --total-timesteps 5")]:
-        proc = subprocess.run([sys.executable, *argv, "--out", str(tmp_path / "out")], capture_output=True,
-                              text=True, timeout=120, cwd=tmp_path)
-        assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    table follows the protocol); atari_speed.py and agents.py: a bad value. One message, exit 1
+    or 2 (argparse's), nothing written."""
+    script = lambda name: os.path.join(REPO, "benchmarks", name)  # noqa: E731
+    out = ["--out", str(tmp_path / "out")]
+    for argv, words in [([RUN, "--jobs", "0", *out], "--jobs: '0' is not a whole number >= 1"),
+                        ([RUN, "--seeds", "-1", *out], "--seeds: '-1' is not a whole number >= 1"),
+                        ([RUN, "--envs", "NoSuchEnv-v0", *out], "--envs NoSuchEnv-v0:"),
+                        ([script("atari100k.py"), "--games", "Pong", "--seeds", "9", "--total-timesteps", "5"],
+                         "unrecognized arguments: --total-timesteps 5"),
+                        ([script("atari_speed.py"), "--device", "nonsense"], "--device nonsense"),
+                        ([script("agents.py"), "--width", "0", *out], "--width, --fps and --seconds"),
+                        ([script("agents.py"), "--runs", str(tmp_path / "none"), *out], "no trained run")]:
+        proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert proc.returncode in (1, 2) and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
         assert os.listdir(tmp_path) == []
     assert not os.path.exists(os.path.join(REPO, "benchmarks", "results", "runs", "atari100k", "Pong", "seed9"))
 
