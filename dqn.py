@@ -440,7 +440,7 @@ def run_seeds(seed: int) -> dict:
 RANGES = dict(total_timesteps=(1, math.inf), num_envs=(1, math.inf), lr_end_fraction=(0, 1),
               gamma=(0, 1), batch_size=(1, math.inf), buffer_size=(1, math.inf),
               train_frequency=(1, math.inf), gradient_steps=(1, math.inf),
-              target_network_frequency=(1, math.inf), tau=(1e-6, 1), n_step=(1, math.inf),
+              target_network_frequency=(1, math.inf), tau=(0, 1), n_step=(1, math.inf),
               hidden_sizes=(1, math.inf), start_e=(0, 1), end_e=(0, 1),
               exploration_fraction=(0, 1), eval_epsilon=(0, 1), eval_max_steps=(1, math.inf),
               log_interval=(1, math.inf), torch_threads=(1, math.inf))
@@ -452,6 +452,8 @@ def check_args(args: Args, ranges: dict) -> None:
         numbers = value if isinstance(value, tuple) else [value]
         if not isinstance(value, str) and not all(low <= v <= high for v in numbers):
             raise ValueError(f"--{name.replace('_', '-')} {value} is out of range [{low}, {high}]")
+    if args.tau == 0:
+        raise ValueError("--tau 0 would never move the target network: give a value in (0, 1]")
     if args.buffer_size < args.batch_size:
         raise ValueError(f"--buffer-size {args.buffer_size} < --batch-size {args.batch_size}")
     if args.learning_starts >= args.total_timesteps:
@@ -497,10 +499,13 @@ def check_setup(args: Args, make_env=make_env) -> torch.device:
                          "(use --device cpu)") from None
     if args.capture_video and importlib.util.find_spec("moviepy") is None:
         raise UsageError("--capture-video needs moviepy: pip install moviepy")
-    if args.capture_video:  # the evaluation's env must render: known now, not after training
+    if args.capture_video:  # the evaluation's env must draw frames: known now, not after training
         try:
-            make_env(args, 1, evaluation=True).close()
-        except (TypeError, AssertionError) as e:  # no render_mode argument, or no rgb_array
+            envs = make_env(args, 1, evaluation=True)
+            envs.reset()
+            envs.render()[0]  # noqa: B018  (as evaluate() does)
+            envs.close()
+        except (TypeError, AssertionError, gym.error.Error) as e:  # no render_mode, no rgb_array
             raise UsageError(f"--capture-video: {args.env_id} cannot render frames ({e})") from None
     return device
 
@@ -611,6 +616,8 @@ def load(path: str, name: str, flag: str, args: Args, key: str) -> tuple:
             settings = saved["args"]  # (a tensor, say, warns when indexed with a string)
         known = {f.name for f in dataclasses.fields(args)}  # (not the flags of older versions)
         saved_args = type(args)(**{k: v for k, v in settings.items() if k in known})
+        if not isinstance(saved_args.env_id, str):
+            raise TypeError("env_id")
         saved[key]  # noqa: B018  (a checkpoint.pt has a "state", a model.pt a "q_network")
         if set(settings) - known:
             print(f"{flag}: {path} has settings this version does not have, left out: "
@@ -632,8 +639,8 @@ def load_checkpoint(args: Args) -> tuple:
     path, checkpoint, saved_args = load(args.resume, "checkpoint.pt", "--resume", args, "state")
     run_dir = os.path.dirname(path)
     if os.path.exists(os.path.join(run_dir, "summary.json")):
-        raise UsageError(f"--resume {path}: that run has finished; to evaluate it again: "
-                         f"--eval-only {run_dir or '.'}")
+        raise UsageError(f"--resume {path}: that run has finished: see its summary.json (and "
+                         "--eval-only, for its model.pt)")
     if not os.path.exists(os.path.join(run_dir, "metrics.csv")):
         raise UsageError(f"--resume {path}: no metrics.csv beside it; resume a checkpoint.pt "
                          "in its run directory")

@@ -112,8 +112,8 @@ def make_env(args: Args, num_envs: int, evaluation: bool = False) -> gym.vector.
     if not (space.dtype == np.uint8 and len(space.shape) == 3 and min(space.shape[1:]) >= 36
             and isinstance(actions, gym.spaces.Discrete) and actions.start == 0):
         envs.close()
-        raise dqn.UsageError(f"{args.env_id} is not an Atari env (ALE/<Game>-v5) nor one with "
-                             f"actions Discrete(n) and uint8 frame stacks ({space}): use dqn.py")
+        raise dqn.UsageError(f"{args.env_id} is not an Atari env (ALE/<Game>-v5) nor one of "
+                             f"Discrete(n) actions, uint8 stacks ({actions}, {space}): use dqn.py")
     assert envs.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
     learning = not evaluation

@@ -26,6 +26,7 @@ threads and once with OMP_NUM_THREADS=1.
 import argparse
 import csv
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -146,7 +147,7 @@ def main():
     parser.add_argument("--device", default="cpu",
                         help="cuda: only the training steps/s, on the GPU, with 1, 8 and 16 envs")
     opts = parser.parse_args()
-    if opts.cleanrl and not all(map(os.path.isfile, opts.cleanrl)):
+    if opts.cleanrl and not (shutil.which(opts.cleanrl[0]) and os.path.isfile(opts.cleanrl[1])):
         parser.error(f"--cleanrl {' '.join(opts.cleanrl)}: give a Python and CleanRL's "
                      "dqn_atari.py")
     try:

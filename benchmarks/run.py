@@ -40,6 +40,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -133,8 +134,9 @@ def plan_runs(envs: list, seeds: int, grid: list, sb3: bool, sb3_python: str | N
 
 def atari_id(env_id: str) -> bool:
     """An id of ale-py's (ALE/Pong-v5, Pong-v4, PongNoFrameskip-v4): dqn_atari.py trains it."""
-    sys.path.insert(0, REPO)
-    import dqn  # (imported here: the driver needs torch for nothing else)
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
+    import dqn  # (dqn.py decides; imported here, as it imports torch)
     return dqn.atari_spec(env_id) is not None
 
 
@@ -209,7 +211,7 @@ def finished_run(out: str, run: dict, extra: list) -> dict | None:
         return None
     if not isinstance(record, dict) or record.get("error") or not all(map(os.path.exists, files)):
         return None
-    if record.get("extra", []) != extra:  # (a record written before "extra" was: no flags)
+    if record.get("extra") != extra:  # (a record written before "extra" was: trained again)
         return None
     return {**run, **record, "error": None, "run_dir": run_dir(out, run)}  # (older run.json: no "error")
 
@@ -227,13 +229,14 @@ def report(done: int, total: int, record: dict) -> None:
 
 def sweep_here(runs: list, out: str, extra: dict, jobs: int) -> list:
     """Trains the runs on this machine, `jobs` at a time; returns their records."""
-    finished = []
+    finished, interrupted = [], threading.Event()
 
     def train_and_save(run):
         outcome = train_run(run, REPO, extra[run["impl"]])
-        if outcome["record"]["returncode"] in (130, 143):  # Ctrl-C or SIGTERM: no result, not kept
-            return {**outcome["record"], "error": "interrupted"}
-        record = save_run(out, outcome)
+        if interrupted.is_set() or outcome["record"]["returncode"] in (130, 143, -2, -15):
+            record = {**outcome["record"], "error": "interrupted"}  # no result: not kept
+        else:
+            record = save_run(out, outcome)
         finished.append(record)
         report(len(finished), len(runs), record)
         return record
@@ -241,9 +244,11 @@ def sweep_here(runs: list, out: str, extra: dict, jobs: int) -> list:
     pool = ThreadPoolExecutor(jobs)
     try:
         return list(pool.map(train_and_save, runs))
-    except KeyboardInterrupt:  # Ctrl-C (the runs get it too): start no other run
+    except KeyboardInterrupt:  # Ctrl-C (the runs get it too): start no other run, keep none
+        interrupted.set()
         pool.shutdown(cancel_futures=True)
-        print(f"interrupted: {len(runs) - len(finished)} runs not finished", file=sys.stderr)
+        print("interrupted: the runs finished before are kept, none that was running",
+              file=sys.stderr)
         sys.exit(130)
     finally:
         pool.shutdown()

@@ -354,7 +354,8 @@ def test_ctrl_c_on_a_sweep_starts_no_other_run_and_keeps_no_interrupted_one(tmp_
     def train_run(plan, repo, extra):
         started.append(plan["seed"])
         os.kill(os.getpid(), signal.SIGINT)  # the Ctrl-C, to the runner's main thread
-        return {"record": {**plan, "returncode": 130, "error": "exit 130"}, "files": {"stdout.txt": b""}}
+        code = -2  # (a child killed by the SIGINT before its handler was set; 130 after)
+        return {"record": {**plan, "returncode": code, "error": f"exit {code}"}, "files": {"stdout.txt": b""}}
 
     monkeypatch.setattr(run, "train_run", train_run)
     plans = run.plan_runs(["CartPole-v1"], 3, [[]], sb3=False, sb3_python=None)

@@ -341,7 +341,7 @@ def test_resume_refuses_a_finished_run_a_lone_checkpoint_and_one_that_does_not_f
     saved = torch.load(checkpoint)
     saved["args"]["hidden_sizes"] = (32,)  # another network than the weights'
     torch.save(saved, tmp_path / "other" / "checkpoint.pt")
-    for path, words in [(run_dir, "that run has finished; to evaluate it again: --eval-only"),
+    for path, words in [(run_dir, "that run has finished: see its summary.json"),
                         (tmp_path / "lone", "no metrics.csv beside it"),
                         (tmp_path / "other", "its networks do not fit its settings")]:
         before = sorted(os.listdir(run_dir)), open(os.path.join(run_dir, "metrics.csv")).read()
@@ -390,7 +390,7 @@ def test_actions_numbered_from_1_are_refused_in_both_files(tmp_path):
                   action_space=gym.spaces.Discrete(3, start=1))
     with pytest.raises(dqn.UsageError, match="needs them numbered from 0"):
         dqn.train(tiny(dqn, tmp_path, env_id="tests/ActionsFrom1-v0"), verbose=False)
-    with pytest.raises(dqn.UsageError, match=r"actions Discrete\(n\)"):
+    with pytest.raises(dqn.UsageError, match=r"Discrete\(n\) actions"):
         dqn_atari.train(tiny(dqn_atari, tmp_path, env_id="tests/PixelsActionsFrom1-v0"), verbose=False)
     assert os.listdir(tmp_path) == []
 
@@ -412,6 +412,19 @@ def test_capture_video_of_an_env_that_cannot_render_fails_before_training(tmp_pa
     pytest.importorskip("moviepy")
     register_once("tests/NoRender-v0", SpacesEnv, observation_space=gym.spaces.Box(-1, 1, (2,)),
                   action_space=gym.spaces.Discrete(2))  # its __init__ takes no render_mode
-    with pytest.raises(dqn.UsageError, match="--capture-video: tests/NoRender-v0 cannot render"):
-        dqn.train(tiny(dqn, tmp_path, env_id="tests/NoRender-v0", capture_video=True), verbose=False)
+    register_once("tests/HumanOnly-v0", HumanOnly)  # takes render_mode, draws no rgb_array
+    for env_id in ["tests/NoRender-v0", "tests/HumanOnly-v0"]:
+        with pytest.raises(dqn.UsageError, match=f"--capture-video: {env_id} cannot render"):
+            dqn.train(tiny(dqn, tmp_path, env_id=env_id, capture_video=True), verbose=False)
     assert os.listdir(tmp_path) == []
+
+
+class HumanOnly(SpacesEnv):
+    metadata = {"render_modes": ["human"]}
+
+    def __init__(self, render_mode=None):
+        super().__init__(gym.spaces.Box(-1, 1, (2,)), gym.spaces.Discrete(2))
+        self.render_mode = render_mode
+
+    def render(self):
+        return None  # (drawn in a window)
