@@ -483,10 +483,12 @@ def check_env(envs, env_id: str) -> None:
         error = f"{env_id} has actions {actions}: dqn.py needs them numbered from 0"
     if not error and not isinstance(observations, gym.spaces.Box | gym.spaces.Discrete):
         error = f"{env_id} observes {observations}: dqn.py needs Box or Discrete observations"
+    mode = envs.metadata.get("autoreset_mode")  # (the buffer stores no reset step: NEXT_STEP's)
+    if not error and mode != gym.vector.AutoresetMode.NEXT_STEP:
+        error = f"{env_id} resets its episodes {mode}: dqn.py needs AutoresetMode.NEXT_STEP"
     if error:
         envs.close()
         raise UsageError(error)
-    assert envs.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
 
 
 def check_setup(args: Args, make_env=make_env) -> torch.device:

@@ -428,3 +428,18 @@ class HumanOnly(SpacesEnv):
 
     def render(self):
         return None  # (drawn in a window)
+
+
+def test_a_vector_env_that_resets_on_the_same_step_is_refused(tmp_path):
+    """The buffer skips the step after an episode's end (NEXT_STEP autoreset); a vector env that
+    resets on the same step would lose each final observation: refused, nothing written."""
+    def same_step(num_envs, **kwargs):
+        return gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * num_envs,
+                                        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+    if "tests/SameStep-v0" not in gym.registry:
+        gym.register("tests/SameStep-v0", entry_point="gymnasium.envs.classic_control:CartPoleEnv",
+                     vector_entry_point=same_step)
+    with pytest.raises(dqn.UsageError, match="needs AutoresetMode.NEXT_STEP"):
+        dqn.train(tiny(dqn, tmp_path, env_id="tests/SameStep-v0"), verbose=False)
+    assert os.listdir(tmp_path) == []
