@@ -474,7 +474,8 @@ def atari_error(env_id: str) -> str:
 
 
 def check_env(envs, env_id: str) -> None:
-    """Not an Atari game, Discrete actions, Box (flattened) or Discrete (one-hot) observations."""
+    """Not an Atari game, Discrete actions from 0, Box (flattened) or Discrete (one-hot)
+    observations, and gymnasium's NEXT_STEP autoreset."""
     actions, observations = envs.single_action_space, envs.single_observation_space
     error = atari_error(env_id)
     if not error and not isinstance(actions, gym.spaces.Discrete):
