@@ -7,8 +7,10 @@ transitions replayed uniformly from a buffer of past experience.
     python dqn.py --env-id CartPole-v1        # --help lists every flag, with this env's values
     python dqn.py --eval-only runs/<run>      # evaluate a trained network again
 
-Args holds the 2015 algorithm, PRESETS what each env changes. All of DQN comes first and ends
-with train(); the operations around it come after. dqn_atari.py adds Atari pixels to it.
+Args holds the 2015 algorithm, PRESETS what each env changes: CartPole-v1 runs it with 10-step
+returns, Double DQN, a Polyak target, 8 envs, LayerNorm, a near-zero last layer and MSE, which
+solve it in 40k steps where the 2015 DQN does not (docs/ablation.md: what each one buys).
+All of DQN comes first and ends with train(), the operations after. dqn_atari.py adds pixels.
 """
 
 import argparse
@@ -114,8 +116,7 @@ def make_env(args: Args, num_envs: int, evaluation: bool = False) -> gym.vector.
 
     gymnasium 1.x vector envs auto-reset on the NEXT step: the step that ends an episode returns
     its true final observation, and the next step ignores the action and returns a new episode's
-    first observation. That reset step is no transition: the buffer never stores it.
-    RecordEpisodeStatistics reports finished episodes in info["episode"] and info["_episode"]."""
+    first observation. That reset step is no transition: the buffer never stores it."""
     render = dict(render_mode="rgb_array") if evaluation and args.capture_video else {}
     if render:  # pygame draws the frames without a display
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
@@ -125,7 +126,7 @@ def make_env(args: Args, num_envs: int, evaluation: bool = False) -> gym.vector.
         error = atari_error(args.env_id) or f"cannot make env {args.env_id!r}: {e}"
         raise UsageError(error) from None
     check_env(envs, args.env_id)
-    return gym.wrappers.vector.RecordEpisodeStatistics(envs)
+    return envs
 
 
 class QNetwork(nn.Module):
@@ -149,7 +150,7 @@ class QNetwork(nn.Module):
             with torch.no_grad():
                 self.mlp[-1].weight.mul_(0.01)
                 self.mlp[-1].bias.zero_()
-        self.n_actions, self.dueling = n_actions, args.dueling
+        self.dueling = args.dueling
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if self.n_obs_values:
@@ -174,9 +175,11 @@ class ReplayBuffer:
 
     def __init__(self, obs_space: gym.Space, args: Args, seed: int):
         capacity, self.n_step, self.gamma = args.buffer_size, args.n_step, args.gamma
-        obs_bytes = int(np.prod(obs_space.shape)) * obs_space.dtype.itemsize
+        # float64 observations (numpy's default) are stored as float32: Apple's GPUs have none
+        dtype = np.dtype(np.float32 if obs_space.dtype == np.float64 else obs_space.dtype)
+        obs_bytes = int(np.prod(obs_space.shape)) * dtype.itemsize
         check_memory(capacity * (2 * obs_bytes + 16), "--buffer-size")  # + a, r, terminated
-        self.obs = np.zeros((capacity, *obs_space.shape), dtype=obs_space.dtype)
+        self.obs = np.zeros((capacity, *obs_space.shape), dtype=dtype)
         self.next_obs = np.zeros_like(self.obs)
         self.actions = np.zeros(capacity, dtype=np.int64)
         self.rewards = np.zeros(capacity, dtype=np.float32)
@@ -215,13 +218,14 @@ def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
     return end if t >= duration else start + (end - start) * t / duration
 
 
-def select_action(q_network: nn.Module, obs: np.ndarray, epsilon: float,
+def select_action(q_network: nn.Module, obs: np.ndarray, epsilon: float, n_actions: int,
                   rng: np.random.Generator, device: torch.device) -> np.ndarray:
     """Epsilon-greedy actions for a batch of observations: (n_envs, *obs_shape) -> (n_envs,)."""
     n = len(obs)
     explore = rng.random(n) < epsilon
-    actions = rng.integers(0, q_network.n_actions, size=n)
+    actions = rng.integers(0, n_actions, size=n)
     if not explore.all():  # skip the forward pass when every env explores
+        obs = obs.astype(np.float32) if obs.dtype == np.float64 else obs  # (mps has no float64)
         with torch.no_grad():
             q = q_network(torch.as_tensor(obs, device=device))  # (n_envs, n_actions)
         actions = np.where(explore, actions, q.argmax(dim=1).cpu().numpy())
@@ -252,18 +256,19 @@ def td_loss(q_network, target_network, batch, discount: float, loss: str, double
     return (F.smooth_l1_loss(q, target) if loss == "huber" else F.mse_loss(q, target)), q
 
 
-def gradient_step(q_network, target_network, optimizer, batch, args: Args) -> float:
-    """One Adam step of the online network towards the n-step TD target; returns the loss.
+def gradient_step(q_network, target_network, optimizer, batch, args: Args) -> tuple:
+    """One Adam step towards the n-step TD target; returns the loss and the batch's mean Q(s, a).
     A NaN or infinite loss is returned without a step, so the weights stay finite."""
     discount = args.gamma ** args.n_step
-    loss, _ = td_loss(q_network, target_network, batch, discount, args.loss, args.double_q)
-    if torch.isfinite(loss):
+    loss, q = td_loss(q_network, target_network, batch, discount, args.loss, args.double_q)
+    loss_value, mean_q = torch.stack([loss.detach(), q.detach().mean()]).tolist()
+    if math.isfinite(loss_value):
         optimizer.zero_grad()
         loss.backward()
         if args.max_grad_norm:
             nn.utils.clip_grad_norm_(q_network.parameters(), args.max_grad_norm)
         optimizer.step()
-    return loss.item()
+    return loss_value, mean_q
 
 
 def update_target(target_network: nn.Module, q_network: nn.Module, tau: float) -> None:
@@ -278,14 +283,14 @@ def evaluate(q_network: nn.Module, args: Args, device: torch.device, make_env=ma
     """Returns of args.eval_episodes episodes on a new env, acting with args.eval_epsilon, each
     cut short after args.eval_max_steps steps; recorded to video_dir as mp4 files."""
     envs = make_env(args, 1, evaluation=True)
-    seed = run_seeds(args.seed)["eval"]  # episode i: seed + i
+    n_actions, seed = int(envs.single_action_space.n), run_seeds(args.seed)["eval"]
     rng, returns, cut = np.random.default_rng(run_seeds(args.seed)["eval_explore"]), [], 0
     for episode in range(args.eval_episodes):
-        obs, _ = envs.reset(seed=seed + episode)
+        obs, _ = envs.reset(seed=seed + episode)  # episode i: seed + i
         episode_return, done, steps = 0.0, False, 0
         frames = [envs.render()[0]] if video_dir else []
         while not done and steps < args.eval_max_steps:
-            actions = select_action(q_network, obs, args.eval_epsilon, rng, device)
+            actions = select_action(q_network, obs, args.eval_epsilon, n_actions, rng, device)
             obs, reward, terminated, truncated, _ = envs.step(actions)
             episode_return, done = episode_return + float(reward[0]), terminated[0] | truncated[0]
             steps += 1
@@ -314,8 +319,9 @@ class State:
     episode_returns: list = dataclasses.field(default_factory=list)  # in order of their end
     episode_steps: list = dataclasses.field(default_factory=list)  # global_step at each end
     losses: list = dataclasses.field(default_factory=list)  # (global_step, mean since last line)
-    recent_losses: list = dataclasses.field(default_factory=list)  # since the last line
+    recent_losses: list = dataclasses.field(default_factory=list)  # (loss, mean Q) since then
     last_loss: float = math.nan
+    last_q: float = math.nan  # the mean Q(s, a) of the last batch: over-estimation shows here
     train_seconds: float = 0.0  # over every segment of a resumed run
     metrics_bytes: int = 0  # the length of metrics.csv at the checkpoint
 
@@ -323,8 +329,7 @@ class State:
 def train(args: Args, make_env=make_env, QNetwork=QNetwork, ReplayBuffer=ReplayBuffer,
           verbose: bool = True) -> "Results":
     """Train a Q-network on args.env_id, or go on with the run saved in args.resume.
-    dqn_atari.py passes its make_env, QNetwork and ReplayBuffer (a make_env of yours must wrap
-    its envs in RecordEpisodeStatistics, as this one does). verbose=False prints nothing."""
+    dqn_atari.py passes its make_env, QNetwork and ReplayBuffer. verbose=False prints nothing."""
     say = print if verbose else lambda *_, **__: None
     # A resumed run keeps its settings, and goes on from its checkpoint.
     args, checkpoint = load_checkpoint(args) if args.resume else (args, None)
@@ -332,7 +337,7 @@ def train(args: Args, make_env=make_env, QNetwork=QNetwork, ReplayBuffer=ReplayB
     with contextlib.ExitStack() as cleanup:  # on any exit: close, put back torch's threads
         cleanup.callback(torch.set_num_threads, torch.get_num_threads())
         torch.set_num_threads(args.torch_threads)
-        envs = make_env(args, args.num_envs)
+        envs = recorded(make_env(args, args.num_envs), args.env_id)  # which episodes end
         cleanup.callback(envs.close)
         torch.manual_seed(seeds["network"])
         obs_space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
@@ -356,7 +361,7 @@ def train(args: Args, make_env=make_env, QNetwork=QNetwork, ReplayBuffer=ReplayB
         while state.global_step < args.total_timesteps and not stop:
             # Act: epsilon-greedy in every env at once.
             epsilon = linear_schedule(args.start_e, args.end_e, decay_steps, state.global_step)
-            actions = select_action(q_network, obs, epsilon, state.explore_rng, device)
+            actions = select_action(q_network, obs, epsilon, n_actions, state.explore_rng, device)
             next_obs, rewards, terminated, truncated, infos = envs.step(actions)
 
             # Store. On a reset step, obs is the last episode's final observation and next_obs
@@ -377,9 +382,9 @@ def train(args: Args, make_env=make_env, QNetwork=QNetwork, ReplayBuffer=ReplayB
                     args.learning_rate, end_lr, args.total_timesteps, state.global_step)
                 for _ in range(passed(args.train_frequency) * args.gradient_steps):
                     batch = rb.sample(args.batch_size, device)
-                    state.last_loss = gradient_step(q_network, target_network, optimizer, batch,
-                                                    args)
-                    state.recent_losses.append(state.last_loss)
+                    state.last_loss, state.last_q = gradient_step(q_network, target_network,
+                                                                  optimizer, batch, args)
+                    state.recent_losses.append((state.last_loss, state.last_q))
                     if not math.isfinite(state.last_loss):
                         raise TrainingDiverged(run.diverged())
                 # Sync: the target network follows the online one every so many env steps.
@@ -420,17 +425,16 @@ class TrainingDiverged(Exception):
     """The loss became NaN or infinite: one line on stderr, exit code 1."""
 
 
-# What train() returns: the settings it ran with, the trained network, each training episode's
-# return and the global step at its end, (step, mean loss) at each progress line, the final
-# evaluation's returns, the buffer, the run directory, and the signal that stopped it (or 0).
+# What train() returns: its settings, the trained network, each training episode's return and
+# global step at its end, (step, mean loss) at each progress line, the evaluation's returns,
+# the buffer, the run directory, and the signal that stopped it (or 0).
 Results = collections.namedtuple("Results", "args q_network episode_returns episode_steps losses "
                                  "eval_returns replay_buffer output_dir stopped_by")
 
 
 def run_seeds(seed: int) -> dict:
-    """One seed per random stream of the run, all derived from --seed, so that no two streams
-    (nor those of two runs) draw the same numbers. Env i starts with envs + i, evaluation
-    episode i with eval + i; 30 bits leave room for that in ale-py's 32-bit seeds."""
+    """One seed per random stream, all from --seed, so that no two streams (nor two runs') draw
+    the same numbers. Env i takes envs + i, evaluation episode i eval + i (< 2**32: ale-py)."""
     streams = np.random.SeedSequence(seed).spawn(6)
     names = ["network", "explore", "replay", "envs", "eval", "eval_explore"]
     return {name: int(s.generate_state(1)[0]) % 2**30 for name, s in zip(names, streams)}
@@ -474,8 +478,7 @@ def atari_error(env_id: str) -> str:
 
 
 def check_env(envs, env_id: str) -> None:
-    """Not an Atari game, Discrete actions from 0, Box (flattened) or Discrete (one-hot)
-    observations, and gymnasium's NEXT_STEP autoreset."""
+    """Not an Atari game; Discrete actions from 0; Box (flattened) or Discrete (one-hot) obs."""
     actions, observations = envs.single_action_space, envs.single_observation_space
     error = atari_error(env_id)
     if not error and not isinstance(actions, gym.spaces.Discrete):
@@ -484,9 +487,6 @@ def check_env(envs, env_id: str) -> None:
         error = f"{env_id} has actions {actions}: dqn.py needs them numbered from 0"
     if not error and not isinstance(observations, gym.spaces.Box | gym.spaces.Discrete):
         error = f"{env_id} observes {observations}: dqn.py needs Box or Discrete observations"
-    mode = envs.metadata.get("autoreset_mode")  # (the buffer stores no reset step: NEXT_STEP's)
-    if not error and mode != gym.vector.AutoresetMode.NEXT_STEP:
-        error = f"{env_id} resets its episodes {mode}: dqn.py needs AutoresetMode.NEXT_STEP"
     if error:
         envs.close()
         raise UsageError(error)
@@ -514,12 +514,25 @@ def check_setup(args: Args, make_env=make_env) -> torch.device:
 
 
 def check_memory(nbytes: int, flag: str) -> None:
-    """Refuse what this machine's memory cannot hold: np.zeros allocates as pages are written,
-    so a buffer too large would fail only when it fills, hours into the run."""
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    """Refuse what this machine's memory cannot hold (not on Windows: no sysconf): np.zeros
+    allocates as pages are written, so a buffer too large would fail only when it fills."""
+    sysconf = getattr(os, "sysconf", lambda name: math.inf)
+    total = sysconf("SC_PAGE_SIZE") * sysconf("SC_PHYS_PAGES")
     if nbytes > 0.9 * total:
         raise UsageError(f"{flag} needs {nbytes / 1e9:.1f} GB of memory, this machine has "
                          f"{total / 1e9:.1f} GB: lower {flag}")
+
+
+def recorded(envs: gym.vector.VectorEnv, env_id: str) -> gym.vector.VectorEnv:
+    """envs with RecordEpisodeStatistics in its wrappers (on top, if make_env left it out): its
+    info["_episode"] says which episodes end, so that the next step, a reset, is not stored."""
+    if (mode := envs.metadata.get("autoreset_mode")) != gym.vector.AutoresetMode.NEXT_STEP:
+        envs.close()
+        raise UsageError(f"{env_id} resets episodes {mode}: dqn.py needs AutoresetMode.NEXT_STEP")
+    stats, wrapper = gym.wrappers.vector.RecordEpisodeStatistics, envs
+    while isinstance(wrapper, gym.vector.VectorWrapper) and not isinstance(wrapper, stats):
+        wrapper = wrapper.env
+    return envs if isinstance(wrapper, stats) else stats(envs)
 
 
 class Run:
@@ -534,7 +547,7 @@ class Run:
         self.file.truncate(state.metrics_bytes)  # drop the rows written after the checkpoint
         self.file.seek(0, os.SEEK_END)  # (truncate leaves the position where it was)
         if not args.resume:
-            self.file.write("step,time_s,episode,return,length,epsilon,loss\n")
+            self.file.write("step,time_s,episode,return,length,epsilon,loss,q\n")
         self.line_time, self.line_step = time.time(), state.global_step
 
     def seconds(self) -> float:
@@ -545,21 +558,21 @@ class Run:
         s.episode_returns.append(ret)
         s.episode_steps.append(s.global_step)
         self.file.write(f"{s.global_step},{self.seconds():.3f},{len(s.episode_returns)},{ret},"
-                        f"{length},{epsilon:.4f},{s.last_loss:.5f}\n")
+                        f"{length},{epsilon:.4f},{s.last_loss:.5f},{s.last_q:.4f}\n")
 
     def progress(self, epsilon: float) -> str:
         s, now = self.state, time.time()
         sps = (s.global_step - self.line_step) / max(now - self.line_time, 1e-9)
         self.line_time, self.line_step = now, s.global_step
-        loss = float(np.mean(s.recent_losses)) if s.recent_losses else math.nan
+        loss, q = np.mean(s.recent_losses, axis=0).tolist() if s.recent_losses else [math.nan] * 2
         if s.recent_losses:  # learning has started
             s.losses.append((s.global_step, loss))
         s.recent_losses = []
         recent = np.mean(s.episode_returns[-20:]) if s.episode_returns else math.nan
         left = max(self.args.total_timesteps - s.global_step, 0) / max(sps, 1e-9)
         return (f"step {s.global_step:>8}  episodes {len(s.episode_returns):>5}  return(last 20) "
-                f"{recent:8.1f}  epsilon {epsilon:.3f}  loss {loss:.4f}  {sps:6.0f} steps/s  "
-                f"~{left:4.0f} s left")
+                f"{recent:8.1f}  epsilon {epsilon:.3f}  loss {loss:.4f}  Q {q:6.2f}  "
+                f"{sps:6.0f} steps/s  ~{left:4.0f} s left")
 
     def diverged(self) -> str:
         kept = (f"the last good checkpoint is {self.checkpoint}" if os.path.exists(self.checkpoint)
@@ -608,9 +621,8 @@ def save_checkpoint(args: Args, state: State, modules: dict, rb, run: Run) -> No
 
 
 def load(path: str, name: str, flag: str, args: Args, key: str) -> tuple:
-    """(its path, its dict, its Args) of a file this program saved: `path`, or `name` in the run
-    directory `path`, which has `key`. Read as tensors and plain values only: a file from
-    elsewhere cannot run code. Settings this version does not have are left out, and said."""
+    """(path, dict, Args) of a file this program saved (`path`, or `name` in the run directory
+    `path`), which has `key`. Read as tensors and plain values only: a file cannot run code."""
     path = os.path.join(path, name) if os.path.isdir(path) else path
     try:
         with warnings.catch_warnings():  # torch's, on a file not of this program: not shown
@@ -637,8 +649,7 @@ def load(path: str, name: str, flag: str, args: Args, key: str) -> tuple:
 
 
 def load_checkpoint(args: Args) -> tuple:
-    """The run to go on with: its settings (with this command's device and threads) and its
-    checkpoint."""
+    """The run to go on with: its checkpoint, its settings with this command's device, threads."""
     path, checkpoint, saved_args = load(args.resume, "checkpoint.pt", "--resume", args, "state")
     run_dir = os.path.dirname(path)
     if os.path.exists(os.path.join(run_dir, "summary.json")):
@@ -726,28 +737,31 @@ def evaluate_saved(args: Args, make_env=make_env, QNetwork=QNetwork) -> list:
     return evaluate(q_network.to(device), args, device, make_env, video_dir)
 
 
-def preset_args(env_id: str, Args=Args, presets=PRESETS, **overrides) -> Args:
-    """Args for env_id: the defaults, then the env's presets (or, in dqn_atari.py, those its
-    `preset` names), then `overrides`."""
-    preset = presets.get(overrides.get("preset"), presets.get(env_id, {}))
-    return Args(**{**preset, "env_id": env_id, **overrides})
+def preset_args(env_id: str, Args=Args, presets=PRESETS, preset: str = "", **overrides) -> Args:
+    """Args for env_id: the defaults, then the env's presets (dqn_atari.py: those `preset`
+    names), then `overrides`. (Args() has the defaults alone.)"""
+    values = presets[preset] if preset else presets.get(env_id, {})
+    return Args(**{**values, "env_id": env_id, **overrides})
 
 
-def parse_args(argv=None, Args=Args, presets=PRESETS) -> Args:
-    """The command line, on the presets of the env it names (so that --help shows that env's
-    values). tyro reports a bad flag or value, and exits with code 2."""
+def parse_args(argv=None, Args=Args, presets=PRESETS, named: bool = False) -> Args:
+    """The command line, on the presets of the env it names (named: dqn_atari.py's, of the one
+    --preset names), so that --help shows them. tyro reports a bad flag or value: exit code 2."""
     first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     # (nargs="?": a flag given without its value is left to tyro, which says so)
     first.add_argument("--env-id", "--env_id", nargs="?", const=Args.env_id, default=Args.env_id)
-    first.add_argument("--preset", nargs="?", default="")  # dqn_atari.py's
-    known = first.parse_known_args(argv)[0]
-    named = dict(preset=known.preset) if known.preset in presets and hasattr(Args, "preset") else {}
-    return tyro.cli(Args, default=preset_args(known.env_id, Args, presets, **named), args=argv)
+    env_id, preset = first.parse_known_args(argv)[0].env_id, ""
+    if named:  # --preset chooses the defaults, it is no setting: taken out of what tyro reads
+        choose = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        choose.add_argument("--preset", choices=list(presets), default="")
+        known, argv = choose.parse_known_args(argv)
+        preset = known.preset
+    return tyro.cli(Args, default=preset_args(env_id, Args, presets, preset), args=argv)
 
 
-def main(Args=Args, presets=PRESETS, **parts) -> None:
-    """`python dqn.py`; parts: dqn_atari.py's make_env, QNetwork and ReplayBuffer."""
-    args = parse_args(None, Args, presets)
+def main(Args=Args, presets=PRESETS, named: bool = False, **parts) -> None:
+    """`python dqn.py`, and dqn_atari.py with its Args, presets and parts for train()."""
+    args = parse_args(None, Args, presets, named)
     try:
         if args.eval_only:
             evaluate_saved(args, parts.get("make_env", make_env), parts.get("QNetwork", QNetwork))

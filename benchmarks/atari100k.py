@@ -202,8 +202,8 @@ def profile(steps: int) -> str:
         autoreset, obs = infos.get("_episode", np.zeros(1, bool)), next_obs
     parts = {
         "env step (ale-py, 4 frames)": lambda: envs.step(rng.integers(0, n_actions, 1)),
-        "acting (a forward pass of 1 stack)": lambda: dqn.select_action(q_network, obs, 0.0, rng,
-                                                                        device),
+        "acting (a forward pass of 1 stack)": lambda: dqn.select_action(q_network, obs, 0.0,
+                                                                        n_actions, rng, device),
         "sampling 32 transitions (10-step)": lambda: rb.sample(args.batch_size, device),
         "the gradient step (batch 32)": lambda: dqn.gradient_step(
             q_network, target_network, optimizer, batch, args),

@@ -84,7 +84,7 @@ def main():
           f"| {opts.total_timesteps:,} | {len(returns)} | {first:.1f} | {trailing[-1]:.1f} | "
           f"{np.mean(eval_returns):.1f} ± {np.std(eval_returns):.1f} | {wall / 60:.1f} min |\n")
     os.makedirs(opts.out, exist_ok=True)
-    with open(os.path.join(opts.out, f"atari_{game}.md"), "w") as f:
+    with open(os.path.join(opts.out, f"atari_{game}.md"), "w", encoding="utf-8") as f:
         f.write(md)
     print(md)
     try:

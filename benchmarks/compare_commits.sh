@@ -10,15 +10,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OLD=$1; ROUNDS=${2:-2}; shift $(( $# >= 2 ? 2 : 1 ))
 PYTHON=${PYTHON:-python3}
+now() { "$PYTHON" -c 'import time; print(time.time())'; }  # (macOS date has no %N)
 TMP=$(mktemp -d)
 trap 'git worktree remove --force "$TMP/old" >/dev/null 2>&1 || true; rm -rf "$TMP"' EXIT
 git worktree add --quiet --detach "$TMP/old" "$OLD"
 for round in $(seq "$ROUNDS"); do
     for tree in "$TMP/old" "$PWD"; do
-        start=$(date +%s.%N)
+        start=$(now)
         "$PYTHON" "$tree/dqn.py" "$@" --output-dir "$TMP/runs" > "$TMP/out.txt" 2>&1 ||
             { tail -5 "$TMP/out.txt" >&2; exit 1; }
-        end=$(date +%s.%N)
+        end=$(now)
         name=$([ "$tree" = "$PWD" ] && echo "this tree" || echo "$OLD")
         echo "round $round, $name: $(echo "$end - $start" | bc) s; $(tail -2 "$TMP/out.txt" | head -1)"
     done

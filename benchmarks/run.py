@@ -126,7 +126,8 @@ def plan_runs(envs: list, seeds: int, grid: list, sb3: bool, sb3_python: str | N
                 runs.append({
                     "impl": impl, "env_id": env_id, "seed": seed,
                     "flags": [arg for flag, value in flags for arg in (f"--{flag}", value)],
-                    "variant": impl + "".join(f"--{flag}={value}".replace("/", "_") for flag, value in flags),
+                    "variant": impl + "".join(f"--{flag}={value}".replace("/", "_").replace(":", "_")
+                                              for flag, value in flags),
                     "label": " ".join([IMPLS[impl]] + [f"--{flag} {value}" for flag, value in flags]),
                     "python": sb3_python if impl == "sb3" else None})  # None: the runner's own
     return runs
@@ -153,9 +154,16 @@ def train_run(run: dict, repo: str, extra: list) -> dict:
                    "--impl", run["impl"], "--env-id", run["env_id"], "--seed", str(run["seed"]),
                    "--out", tmp, "--launched", repr(launched), *extra, *run["flags"]]
         with open(os.path.join(tmp, "stdout.txt"), "w") as log:
-            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=repo)
-            _, status, usage = os.wait4(proc.pid, 0)
-        returncode = os.waitstatus_to_exitcode(status)
+            # (UTF-8: tyro then draws the box whose first line error_of reads, on Windows too)
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=repo,
+                                    env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+            if hasattr(os, "wait4"):  # (Unix: with the child's peak memory)
+                _, status, usage = os.wait4(proc.pid, 0)
+                returncode = os.waitstatus_to_exitcode(status)
+                # ru_maxrss: KiB on Linux, bytes on macOS
+                peak_mb = usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
+            else:  # Windows
+                returncode, peak_mb = proc.wait(), None
         files = {}
         for folder, _, names in os.walk(tmp):
             for name in names:
@@ -164,7 +172,7 @@ def train_run(run: dict, repo: str, extra: list) -> dict:
                     files[os.path.relpath(path, tmp)] = f.read()
     printed = files["stdout.txt"].decode(errors="replace").strip().splitlines()
     record = {**run, "extra": extra, "launched": launched, "wall_s": time.time() - launched,
-              "peak_rss_mb": usage.ru_maxrss / 1024,  # ru_maxrss is in KiB on Linux
+              "peak_rss_mb": peak_mb,
               "node": platform.node(), "returncode": returncode,
               "error": None if returncode == 0 else f"exit {returncode}: {error_of(printed)}"}
     return {"record": record, "files": files}
@@ -511,12 +519,12 @@ def summary(results: list, envs: list, variants: dict) -> str:
 
 def update_section(path: str, section: str, name: str = "results") -> None:
     """Replace what stands between the `name` markers of the file at `path`."""
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         text = f.read()
     start, end = f"<!-- {name}:start -->\n", f"<!-- {name}:end -->"
     head, rest = text.split(start)
     _, tail = rest.split(end)
-    with open(path, "w") as f:
+    with open(path, "w", encoding="utf-8") as f:
         f.write(head + start + section + end + tail)
 
 
@@ -679,7 +687,7 @@ def main():
           + aggregate_table(results, envs, variants, rliable) + "\n\n"
           + notes(envs, sb3, sb3_note, opts.total_timesteps, rliable_error))
     os.makedirs(opts.out, exist_ok=True)
-    with open(os.path.join(opts.out, "results.md"), "w") as f:
+    with open(os.path.join(opts.out, "results.md"), "w", encoding="utf-8") as f:
         f.write(md)
     with open(os.path.join(opts.out, "results.json"), "w") as f:
         json.dump(results, f)

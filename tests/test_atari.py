@@ -1,6 +1,7 @@
 """The spec of dqn_atari.py: each test names the behaviour it protects."""
 
 import collections
+import dataclasses
 import os
 import subprocess
 import sys
@@ -89,6 +90,46 @@ def test_lost_life_is_terminal_for_learning_only_and_returns_are_whole_games(tmp
     assert all(r >= 0 for r in results.episode_returns) and len(results.eval_returns) == 1
     assert results.losses == [] or all(np.isfinite(loss) for _, loss in results.losses)
     assert os.path.exists(os.path.join(results.output_dir, "model.pt"))
+
+
+class LivesEnv(gym.Env):
+    """A game of 3 lives, its newest frame filled with the step count t: a life is lost at t = 4
+    and 8, the game is over at t = 12 (terminated). Registered twice: with a time limit of 10
+    steps, which cuts every game after its two lost lives, and of 20, which lets it end."""
+    observation_space = gym.spaces.Box(0, 255, (4, 36, 36), np.uint8)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.frames = 0, collections.deque([np.zeros((36, 36), np.uint8)] * 4, maxlen=4)
+        return np.stack(self.frames), {"lives": 3}
+
+    def step(self, action):
+        self.t += 1
+        self.frames.append(np.full((36, 36), self.t, np.uint8))
+        lives = 3 - (self.t >= 4) - (self.t >= 8) - (self.t >= 12)
+        return np.stack(self.frames), 1.0, self.t == 12, False, {"lives": lives}
+
+
+for steps in (10, 20):
+    gym.register(f"tests/Lives{steps}-v0", entry_point=LivesEnv, max_episode_steps=steps)
+
+
+@pytest.mark.parametrize("time_limit", [10, 20])
+def test_a_lost_life_is_terminal_for_learning_and_a_time_limit_is_not(tmp_path, time_limit):
+    """What the buffer learns from: terminal at each lost life and at the game's end, never at the
+    time limit that cuts a game (CleanRL #460); a lost life is no reset: the game goes on."""
+    results = dqn_atari.train(atari_args(tmp_path, env_id=f"tests/Lives{time_limit}-v0",
+                                         num_envs=2, total_timesteps=300, learning_starts=200,
+                                         batch_size=8, buffer_size=1_000))
+    rb = results.replay_buffer
+    t = rb.frames[:rb.size, :, 0, 0]  # the step count of the frame each slot holds
+    first, terminated = rb.first[:rb.size], rb.terminated[:rb.size] == 1
+    assert (t[first] == 0).all() and (t[~first] > 0).all()  # only a game's start is a reset
+    assert (terminated == (~first & np.isin(t, [4, 8, 12]))).all()
+    assert t.max() == min(time_limit, 12)  # the time limit cuts each game at 10, or it ends
+    assert len(results.episode_returns) >= 20  # whole games: lost lives end none
+    assert set(results.episode_returns) == {float(min(time_limit, 12))}
 
 
 # ---------------------------------------------------------------------------
@@ -427,38 +468,46 @@ def test_import_has_no_side_effects(tmp_path):
 
 def test_preset_atari100k_is_drq_epsilons_settings_on_the_command_line_and_in_python():
     argv = ["--preset", "atari100k", "--env-id", "ALE/Pong-v5"]
-    args = dqn.parse_args(argv, dqn_atari.Args, dqn_atari.PRESETS)
+    args = dqn.parse_args(argv, dqn_atari.Args, dqn_atari.PRESETS, named=True)
     assert args == dqn.preset_args("ALE/Pong-v5", dqn_atari.Args, dqn_atari.PRESETS, preset="atari100k")
-    assert args.preset == "atari100k" and args.env_id == "ALE/Pong-v5"
+    assert args.env_id == "ALE/Pong-v5"
     assert (args.n_step, args.total_timesteps, args.random_shift, args.dueling) == (10, 100_000, 4, True)
     assert (args.eval_episodes, args.eval_epsilon) == (30, 0.001)
     assert args.batch_size == 32 and args.learning_rate == 1e-4  # the Nature values it keeps
 
 
-def test_a_flag_overrides_the_preset_and_without_a_preset_the_nature_defaults_stand():
-    parse = lambda *argv: dqn.parse_args(list(argv), dqn_atari.Args, dqn_atari.PRESETS)  # noqa: E731
+def test_a_flag_overrides_the_preset_and_without_a_preset_the_defaults_stand():
+    parse = lambda *argv: dqn.parse_args(list(argv), dqn_atari.Args, dqn_atari.PRESETS, named=True)  # noqa: E731
     args = parse("--preset", "atari100k", "--n-step", "3", "--no-dueling", "--random-shift", "0")
     assert (args.n_step, args.dueling, args.random_shift) == (3, False, 0)
     assert args.total_timesteps == 100_000 and args.eval_episodes == 30  # the rest of the preset
     assert parse("--n-step", "3", "--preset", "atari100k").n_step == 3  # (before it, too)
     assert parse() == dqn_atari.Args()
     assert parse("--env-id", "ALE/Pong-v5") == dqn_atari.Args(env_id="ALE/Pong-v5")
-    assert parse("--preset", "nature") == dqn_atari.Args()
-    nature = dqn_atari.Args()
-    assert (nature.preset, nature.n_step, nature.random_shift, nature.dueling) == ("nature", 1, 0, False)
-    assert nature.total_timesteps == 10_000_000
+    defaults = dqn_atari.Args()
+    assert (defaults.n_step, defaults.random_shift, defaults.dueling) == (1, 0, False)
+    assert defaults.total_timesteps == 10_000_000
 
 
-@pytest.mark.parametrize("script, preset, words", [("dqn_atari.py", "atari10k", "atari10k"),
+def test_a_preset_is_applied_one_way_only_so_settings_never_name_one_and_run_another():
+    """In Python there is no Args(preset=...) that would name a preset and keep the defaults:
+    dqn.preset_args applies it, as the command line does; a run's settings hold its values."""
+    with pytest.raises(TypeError):
+        dqn_atari.Args(preset="atari100k")
+    assert "preset" not in dataclasses.asdict(dqn_atari.Args())
+
+
+@pytest.mark.parametrize("script, preset, words", [("dqn_atari.py", "atari10k", "invalid choice"),
                                                    ("dqn.py", "atari100k", "--preset")])
-def test_an_unknown_preset_is_tyros_one_box_error_and_leaves_nothing(tmp_path, script, preset, words):
-    """dqn_atari.py knows nature and atari100k; dqn.py has no --preset at all. Run where the
-    default output directory (runs/) would be made."""
+def test_an_unknown_preset_is_a_short_error_and_leaves_nothing(tmp_path, script, preset, words):
+    """dqn_atari.py knows atari100k (argparse's two lines: the choices); dqn.py has no --preset
+    at all (tyro's box). Run where the default output directory (runs/) would be made."""
     proc = subprocess.run([sys.executable, os.path.join(REPO, script), "--preset", preset], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120,
+                          capture_output=True, encoding="utf-8", timeout=120,
                           env={**os.environ, "PYTHONIOENCODING": "utf-8"})
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.count("╭") == 1 and proc.stderr.count("╰") == 1  # one box
+    box = script == "dqn.py"
+    assert proc.stderr.count("╭") == box and (box or len(proc.stderr.splitlines()) == 2)
     assert words in proc.stderr and "Traceback" not in proc.stderr
     assert os.listdir(tmp_path) == []
 
@@ -468,4 +517,4 @@ def test_help_with_preset_atari100k_shows_the_presets_values():
                           capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert proc.returncode == 0
     assert "(default: 100000)" in proc.stdout and "(default: 10000000)" not in proc.stdout
-    assert "(default: atari100k)" in proc.stdout and "(default: 0.001)" in proc.stdout
+    assert "--preset atari100k" in proc.stdout and "(default: 0.001)" in proc.stdout

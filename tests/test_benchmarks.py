@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import gymnasium as gym
+import pytest
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,7 +98,7 @@ def test_atari_curve_writes_table_and_plot(tmp_path):
                            "--torch-threads", "1", "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    md = (out / "atari_breakout.md").read_text()
+    md = (out / "atari_breakout.md").read_text(encoding="utf-8")
     assert "| 1,500 |" in md and "--total-timesteps 1500" in md
     if importlib.util.find_spec("matplotlib"):
         assert (out / "atari_breakout.png").stat().st_size > 0
@@ -112,12 +113,12 @@ def test_a_failed_run_is_a_row_with_its_error(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "1 of 1 runs failed" in proc.stderr
-    md = (out / "results.md").read_text()
+    md = (out / "results.md").read_text(encoding="utf-8")
     [row] = [line for line in md.splitlines() if line.startswith("| dqn.py --learning-rate abc | CartPole-v1 (")]
     cells = row.split(" | ")
     assert cells[2] == "0 of 1" and cells[-1].startswith("seed 1: exit 2: Error parsing --learning-rate")
     assert "'abc'" in cells[-1]
-    [run] = json.loads((out / "results.json").read_text())
+    [run] = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert cells[-1] == f"seed 1: {run['error']} |" and run["returncode"] == 2
     assert (out / "runs" / "dqn--learning-rate=abc" / "CartPole-v1" / "seed1" / "stdout.txt").exists()
 
@@ -196,7 +197,7 @@ def test_atari_ids_train_with_dqn_atari_and_only_training_is_recorded(tmp_path):
                            "--buffer-size", "1000", "--eval-episodes", "1", "--eval-max-steps", "300",
                            "--torch-threads", "1"], capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    [run] = json.loads((out / "results.json").read_text())
+    [run] = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert run["label"] == "dqn_atari.py" and run["total_steps"] == 1000
     assert run["steps"][-1] <= 1000 and len(run["returns"]) > 0
 
@@ -217,7 +218,7 @@ def test_the_readme_summary_and_the_full_table_are_written_between_their_markers
     page = tmp_path / "page.md"
     page.write_text("# Title\n<!-- results:start -->\nold\n<!-- results:end -->\nafter\n")
     run.update_section(str(page), text + "\n")
-    assert page.read_text() == f"# Title\n<!-- results:start -->\n{text}\n<!-- results:end -->\nafter\n"
+    assert page.read_text(encoding="utf-8") == f"# Title\n<!-- results:start -->\n{text}\n<!-- results:end -->\nafter\n"
 
 
 def atari100k_record(game, seed, score, minutes, run_dir="runs/x"):
@@ -259,10 +260,10 @@ def test_update_section_replaces_only_what_stands_between_its_own_markers(tmp_pa
     page.write_text("# Atari\n<!-- results:start -->\nresults\n<!-- results:end -->\nmiddle\n"
                     "<!-- atari100k:start -->\nold table\n<!-- atari100k:end -->\nend\n")
     run.update_section(str(page), "new table\n", name="atari100k")
-    assert page.read_text() == ("# Atari\n<!-- results:start -->\nresults\n<!-- results:end -->\nmiddle\n"
+    assert page.read_text(encoding="utf-8") == ("# Atari\n<!-- results:start -->\nresults\n<!-- results:end -->\nmiddle\n"
                                 "<!-- atari100k:start -->\nnew table\n<!-- atari100k:end -->\nend\n")
     run.update_section(str(page), "new results\n")  # name="results", as before
-    assert page.read_text() == ("# Atari\n<!-- results:start -->\nnew results\n<!-- results:end -->\nmiddle\n"
+    assert page.read_text(encoding="utf-8") == ("# Atari\n<!-- results:start -->\nnew results\n<!-- results:end -->\nmiddle\n"
                                 "<!-- atari100k:start -->\nnew table\n<!-- atari100k:end -->\nend\n")
 
 
@@ -288,7 +289,7 @@ def test_atari100k_write_page_puts_every_kept_runs_table_and_curves_between_its_
            "<!-- atari100k:end -->\nend\n"
     (tmp_path / "atari.md").write_text(page)
     atari100k.write_page()
-    text = (tmp_path / "atari.md").read_text()
+    text = (tmp_path / "atari.md").read_text(encoding="utf-8")
     head, rest = text.split("<!-- atari100k:start -->\n")
     section, tail = rest.split("<!-- atari100k:end -->")
     assert head == page.split("<!-- atari100k:start -->")[0] and tail == "\nend\n"
@@ -342,6 +343,8 @@ def test_runners_refuse_bad_flags_before_writing_anything(tmp_path):
     assert not os.path.exists(os.path.join(REPO, "benchmarks", "results", "runs", "atari100k", "Pong", "seed9"))
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="os.kill(SIGINT) ends the process on Windows; "
+                    "a Ctrl-C from a worker thread cannot be sent there")
 def test_ctrl_c_on_a_sweep_starts_no_other_run_and_keeps_no_interrupted_one(tmp_path, monkeypatch):
     """The runs get Ctrl-C too, and exit 130 with a checkpoint in their temp dir: not a result."""
     import signal

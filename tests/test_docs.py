@@ -14,7 +14,7 @@ PAGES = ["README.md", *sorted(os.path.relpath(p, REPO) for p in glob.glob(os.pat
 
 @pytest.mark.parametrize("page", PAGES)
 def test_every_file_a_page_links_to_or_names_exists(page):
-    text = open(os.path.join(REPO, page)).read()
+    text = open(os.path.join(REPO, page), encoding="utf-8").read()
     links = [t for t in re.findall(r"\]\(([^)#\s]+)", text) if "://" not in t]
     for target in links:  # relative to the page
         assert os.path.exists(os.path.join(REPO, os.path.dirname(page), target)), target
@@ -25,8 +25,8 @@ def test_every_file_a_page_links_to_or_names_exists(page):
 
 
 def test_the_readmes_line_numbers_for_dqn_py_are_true():
-    text = open(os.path.join(REPO, "README.md")).read()
-    tree = ast.parse(open(os.path.join(REPO, "dqn.py")).read())
+    text = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    tree = ast.parse(open(os.path.join(REPO, "dqn.py"), encoding="utf-8").read())
     where = {n.name: (n.lineno, n.end_lineno) for n in tree.body if hasattr(n, "name")}  # def, class
     cited = re.findall(r"`(\w+)`\s+\(lines? (\d+)(?:-(\d+))?\)", text)
     assert len(cited) >= 8

@@ -98,6 +98,24 @@ def test_the_learning_rate_decays_linearly_to_its_end_fraction(tiny_args, monkey
     assert np.allclose(np.diff(lrs), -0.01 * (1 - fraction) / 1000)  # the same step down at every env step
 
 
+def test_gradient_clipping_bounds_the_norm_of_every_gradient_adam_steps_with(tiny_args, monkeypatch):
+    """--max-grad-norm: at every Adam step the gradient's global norm is at most the bound. The
+    same run unclipped has larger norms, so a loop that ignored the flag fails here."""
+    norms, adam_step = [], torch.optim.Adam.step
+
+    def step(self):
+        grads = [p.grad for group in self.param_groups for p in group["params"]]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        return adam_step(self)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    dqn.train(tiny_args(max_grad_norm=0.5), verbose=False)
+    clipped, norms[:] = list(norms), []
+    dqn.train(tiny_args(), verbose=False)
+    assert len(clipped) == len(norms) > 40
+    assert max(clipped) <= 0.5 * (1 + 1e-5) and sorted(norms)[len(norms) // 2] > 0.5
+
+
 @pytest.mark.parametrize("tau", [1.0, 0.5])
 def test_the_target_network_changes_only_when_global_step_passes_a_multiple_of_its_frequency(
         tiny_args, monkeypatch, tau):
@@ -128,14 +146,14 @@ def test_the_target_network_changes_only_when_global_step_passes_a_multiple_of_i
 def test_select_action_is_greedy_at_epsilon_zero_and_batched():
     net = q_table_network([[0.0, 1.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
     rng = np.random.default_rng(0)
-    actions = dqn.select_action(net, np.array([0, 1, 2, 1]), 0.0, rng, torch.device("cpu"))
+    actions = dqn.select_action(net, np.array([0, 1, 2, 1]), 0.0, 3, rng, torch.device("cpu"))
     assert actions.tolist() == [1, 0, 2, 0]
 
 
 def test_select_action_explores_uniformly_at_epsilon_one():
     net = q_table_network([[0.0, 1.0, 0.0]])
     rng = np.random.default_rng(0)
-    actions = dqn.select_action(net, np.zeros(30_000, dtype=np.int64), 1.0, rng, torch.device("cpu"))
+    actions = dqn.select_action(net, np.zeros(30_000, dtype=np.int64), 1.0, 3, rng, torch.device("cpu"))
     assert np.bincount(actions, minlength=3) / 30_000 == pytest.approx([1 / 3] * 3, abs=0.02)
 
 
@@ -226,9 +244,17 @@ def test_buffer_samples_uniformly_from_what_is_stored_only():
 # Transitions collected by train(): alignment, truncation, autoreset
 
 
+def make_env_of_yours(args, num_envs, evaluation=False):
+    """A make_env of a user's own: gymnasium's vector env, without RecordEpisodeStatistics."""
+    return gym.make_vec(args.env_id, num_envs, vectorization_mode="sync")
+
+
+@pytest.mark.parametrize("make_env", [dqn.make_env, make_env_of_yours], ids=["ours", "yours"])
 @pytest.mark.parametrize("num_envs", [1, 3])
-def test_transitions_are_exact(tiny_args, num_envs):
-    results = dqn.train(tiny_args(num_envs=num_envs))
+def test_transitions_are_exact(tiny_args, num_envs, make_env):
+    """Also with a make_env of yours: train() learns which steps were resets without relying on
+    that make_env to add RecordEpisodeStatistics."""
+    results = dqn.train(tiny_args(num_envs=num_envs), make_env=make_env)
     rb = results.replay_buffer
     obs, next_obs = rb.obs[:rb.size], rb.next_obs[:rb.size]
     ep_id, t, length = obs.T

@@ -1,9 +1,11 @@
 """What a user may try, in both files: odd envs, bad input, tiny budgets, interruptions,
 a trained agent evaluated again. Each test names the behaviour it protects."""
 
+import csv
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
 
@@ -44,14 +46,19 @@ def test_learned_q_equals_the_closed_form_on_a_time_limited_constant_reward(modu
                 gamma=0.5, n_step=n_step, total_timesteps=2_500, learning_rate=3e-3, batch_size=32,
                 train_frequency=1, target_network_frequency=50, eval_episodes=0, learning_starts=100,
                 **({} if pixels else dict(hidden_sizes=(16,))))
-    q_network = module.train(args, verbose=False).q_network
+    results = module.train(args, verbose=False)
     obs = torch.zeros((1, 4, 36, 36), dtype=torch.uint8) if pixels else torch.zeros(1, dtype=torch.int64)
-    assert q_network(obs)[0].tolist() == pytest.approx([2.0, 2.0], abs=0.05)
+    assert results.q_network(obs)[0].tolist() == pytest.approx([2.0, 2.0], abs=0.05)
+    with open(os.path.join(results.output_dir, "metrics.csv")) as f:  # the mean Q of each batch
+        last = list(csv.DictReader(f))[-1]
+    assert float(last["q"]) == pytest.approx(2.0, abs=0.05)
 
 
-def test_bf16_computes_in_bfloat16_and_still_learns_the_closed_form(tmp_path):
+def test_bf16_computes_in_bfloat16_and_still_learns_the_closed_form(tmp_path, monkeypatch):
     """dqn_atari.py --bf16: the layers run in bfloat16, the Q-values come out float32, and
-    the learned value is the one float32 learns."""
+    the learned value is the one float32 learns. On a CPU without bfloat16 instructions
+    (AVX2, Apple silicon), where --bf16 falls back to float32, the bf16 path is forced."""
+    monkeypatch.setattr(dqn_atari, "bf16_instructions", lambda: True)
     args = tiny(dqn_atari, tmp_path, env_id="tests/ConstantPixels-v0", gamma=0.5, total_timesteps=2_500,
                 learning_rate=3e-3, batch_size=32, train_frequency=1, target_network_frequency=50,
                 eval_episodes=0, learning_starts=100, bf16=True)
@@ -61,6 +68,64 @@ def test_bf16_computes_in_bfloat16_and_still_learns_the_closed_form(tmp_path):
     q = q_network(torch.zeros((1, 4, 36, 36), dtype=torch.uint8))
     assert dtypes == [torch.bfloat16] and q.dtype == torch.float32
     assert q[0].tolist() == pytest.approx([2.0, 2.0], abs=0.05)
+
+
+def test_a_torch_without_its_private_bf16_checks_reads_as_no_bfloat16_instructions(monkeypatch):
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert dqn_atari.bf16_instructions() is False
+    assert dqn_atari.Args(bf16=True, device="cpu").bf16 is False
+
+
+# ---------------------------------------------------------------------------
+# Every user's machine: Windows, Apple's GPUs
+
+
+@BOTH
+def test_training_and_evaluation_work_without_os_sysconf(module, tmp_path, monkeypatch):
+    """Windows has no os.sysconf: the memory check is skipped there, nothing else changes."""
+    monkeypatch.delattr(os, "sysconf", raising=False)
+    results = module.train(tiny(module, tmp_path), verbose=False)
+    assert len(results.eval_returns) == 3
+    again = module.Args(eval_only=results.output_dir, eval_episodes=3, device="cpu")
+    assert dqn.evaluate_saved(again, module.make_env, module.QNetwork) == results.eval_returns
+
+
+class Float64Env(gym.Env):
+    """A Box of float64, numpy's default dtype and so common in the envs people write."""
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3,), dtype=np.float64)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.np_random.uniform(-1, 1, 3), {}
+
+    def step(self, action):
+        return self.np_random.uniform(-1, 1, 3), float(action), False, False, {}
+
+
+def test_float64_observations_reach_the_device_as_float32(tmp_path):
+    """Apple's GPUs (mps) have no float64: what select_action and the buffer's sample send to
+    the device is float32, and the buffer stores float32."""
+    if "tests/Float64-v0" not in gym.registry:
+        gym.register("tests/Float64-v0", entry_point=Float64Env, max_episode_steps=20)
+    seen = []
+
+    class QNetwork(dqn.QNetwork):  # what reaches the network: select_action's, sample's
+        def forward(self, obs):
+            seen.append(obs.dtype)
+            return super().forward(obs)
+
+    results = dqn.train(tiny(dqn, tmp_path, env_id="tests/Float64-v0", eval_episodes=1),
+                        QNetwork=QNetwork, verbose=False)
+    assert len(seen) > 100 and set(seen) == {torch.float32}
+    rb, cpu = results.replay_buffer, torch.device("cpu")
+    assert rb.obs.dtype == rb.next_obs.dtype == np.float32
+    obs, _, _, next_obs, _ = rb.sample(8, cpu)
+    assert obs.dtype == next_obs.dtype == torch.float32
+    seen.clear()
+    dqn.select_action(results.q_network, np.zeros((2, 3)), 0.0, 2, np.random.default_rng(0), cpu)
+    assert seen == [torch.float32]
 
 
 # ---------------------------------------------------------------------------
@@ -164,7 +229,7 @@ def test_training_time_adds_up_over_a_resume_and_excludes_the_evaluation(tmp_pat
     def schedule(*args):  # a Ctrl-C in the 200th iteration, and a known time per iteration
         calls[0] += 1
         if calls[0] == 200:
-            os.kill(os.getpid(), 2)
+            signal.raise_signal(signal.SIGINT)
         return real(*args)
 
     monkeypatch.setattr(dqn, "linear_schedule", schedule)
@@ -258,7 +323,7 @@ def test_a_shared_file_runs_no_code_when_loaded(tmp_path):
 
     class Evil:
         def __reduce__(self):
-            return (os.system, (f"touch {marker}",))
+            return (os.mkdir, (str(marker),))
 
     evil = tmp_path / "model.pt"
     torch.save({"q_network": Evil(), "args": {}, "state": Evil(), "modules": {}}, evil)

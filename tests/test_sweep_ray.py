@@ -81,12 +81,12 @@ def test_quick_sweep_through_ray_matches_a_local_one(tmp_path):
     local, ray = sweep(tmp_path / "local", *quick), sweep(tmp_path / "ray", *quick, "--ray")
     assert local.returncode == 0, local.stdout + local.stderr
     assert ray.returncode == 0, ray.stdout + ray.stderr
-    local_md, ray_md = ((tmp_path / name / "results.md").read_text() for name in ["local", "ray"])
+    local_md, ray_md = ((tmp_path / name / "results.md").read_text(encoding="utf-8") for name in ["local", "ray"])
     assert table_form(ray_md) == table_form(local_md)
     assert "as Ray tasks of 1 CPU each" in ray_md.splitlines()[0]
 
-    results = json.loads((tmp_path / "ray" / "results.json").read_text())
-    impls = sorted(r["impl"] for r in json.loads((tmp_path / "local" / "results.json").read_text()))
+    results = json.loads((tmp_path / "ray" / "results.json").read_text(encoding="utf-8"))
+    impls = sorted(r["impl"] for r in json.loads((tmp_path / "local" / "results.json").read_text(encoding="utf-8")))
     assert sorted(r["impl"] for r in results) == impls  # every run accounted for
     for r in results:
         assert r["error"] is None and r["eval_mean"] is not None
@@ -96,9 +96,14 @@ def test_quick_sweep_through_ray_matches_a_local_one(tmp_path):
     again = sweep(tmp_path / "ray", *quick, "--reuse")
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"{len(results)} runs ({len(results)} finished before)" in again.stdout
-    assert table_form((tmp_path / "ray" / "results.md").read_text()) == table_form(local_md)
+    assert table_form((tmp_path / "ray" / "results.md").read_text(encoding="utf-8")) == table_form(local_md)
 
 
+LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="finds the runs' processes in /proc, which only Linux has")
+
+
+@LINUX_ONLY
 @pytest.mark.parametrize("kills", [1, 4])
 def test_a_killed_worker_is_retried_or_shown_failed(tmp_path, kills):
     """SIGKILL the worker of a run in the middle of its training, `kills` times: once, Ray
@@ -113,12 +118,12 @@ def test_a_killed_worker_is_retried_or_shown_failed(tmp_path, kills):
         output, _ = proc.communicate(timeout=180)
     finally:
         proc.kill()
-    md = (tmp_path / "results.md").read_text()
+    md = (tmp_path / "results.md").read_text(encoding="utf-8")
     [row] = [line for line in md.splitlines() if line.startswith("| dqn.py | CartPole-v1 (threshold")]
     if kills == 1:
         assert proc.returncode == 0, output
         assert row.split(" | ")[2] == "1" and row.endswith("| - |")
-        summary = json.loads((tmp_path / "runs" / "dqn" / "CartPole-v1" / "seed1" / "summary.json").read_text())
+        summary = json.loads((tmp_path / "runs" / "dqn" / "CartPole-v1" / "seed1" / "summary.json").read_text(encoding="utf-8"))
         assert summary["env_steps"] >= 20000
     else:
         assert proc.returncode == 1, output
@@ -126,6 +131,7 @@ def test_a_killed_worker_is_retried_or_shown_failed(tmp_path, kills):
         assert "1 of 1 runs failed" in output
 
 
+@LINUX_ONLY
 def test_ctrl_c_cancels_the_runs_it_started(tmp_path):
     """SIGINT to the driver while its runs train: it exits with 130 and no training goes on."""
     proc = start_sweep(tmp_path, "--quick", "--no-sb3", "--total-timesteps", "50000", "--ray")
