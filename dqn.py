@@ -7,10 +7,10 @@ transitions replayed uniformly from a buffer of past experience.
     python dqn.py --env-id CartPole-v1        # --help lists every flag, with this env's values
     python dqn.py --eval-only runs/<run>      # evaluate a trained network again
 
-Args holds the 2015 algorithm, PRESETS what each env changes: CartPole-v1 runs it with 10-step
-returns, Double DQN, a Polyak target, 8 envs, LayerNorm, a near-zero last layer and MSE, which
-solve it in 40k steps where the 2015 DQN does not (docs/ablation.md: what each one buys).
-All of DQN comes first and ends with train(), the operations after. dqn_atari.py adds pixels.
+Args holds the 2015 algorithm, PRESETS what each env adds. CartPole-v1 adds 10-step returns,
+Double DQN, a Polyak target, 8 envs, LayerNorm, a near-zero last layer and MSE: together they
+solve it, which the 2015 DQN does not in 40k steps (docs/ablation.md: what each one buys). All
+of DQN comes first and ends with train(), the operations after; dqn_atari.py adds pixels to it.
 """
 
 import argparse
@@ -143,8 +143,7 @@ class QNetwork(nn.Module):
             norm = [nn.LayerNorm(size)] if args.layer_norm else []
             layers += [nn.Linear(in_size, size), *norm, nn.ReLU()]
             in_size = size
-        # A dueling head (as Dopamine's: after the shared hidden layers) has one more output,
-        # V(s), before the advantages A(s, a).
+        # A dueling head (Dopamine's: after the shared layers) has one more output, V(s), first.
         self.mlp = nn.Sequential(*layers, nn.Linear(in_size, n_actions + int(args.dueling)))
         if args.small_last_layer:
             with torch.no_grad():
@@ -247,8 +246,7 @@ def td_target(q_network, target_network, rewards, next_obs, terminated, discount
 
 
 def td_loss(q_network, target_network, batch, discount: float, loss: str, double_q: bool):
-    """The loss between Q(s, a) and the TD target of a batch (s, a, R, s', terminated);
-    returns (loss, Q(s, a))."""
+    """The loss between Q(s, a) and the TD target of a batch (s, a, R, s', terminated), and Q."""
     obs, actions, rewards, next_obs, terminated = batch
     target = td_target(q_network, target_network, rewards, next_obs, terminated, discount,
                        double_q)
@@ -331,7 +329,6 @@ def train(args: Args, make_env=make_env, QNetwork=QNetwork, ReplayBuffer=ReplayB
     """Train a Q-network on args.env_id, or go on with the run saved in args.resume.
     dqn_atari.py passes its make_env, QNetwork and ReplayBuffer. verbose=False prints nothing."""
     say = print if verbose else lambda *_, **__: None
-    # A resumed run keeps its settings, and goes on from its checkpoint.
     args, checkpoint = load_checkpoint(args) if args.resume else (args, None)
     device, seeds = check_setup(args, make_env), run_seeds(args.seed)
     with contextlib.ExitStack() as cleanup:  # on any exit: close, put back torch's threads
@@ -343,9 +340,8 @@ def train(args: Args, make_env=make_env, QNetwork=QNetwork, ReplayBuffer=ReplayB
         obs_space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
         q_network = QNetwork(obs_space, n_actions, args).to(device)
         target_network = copy.deepcopy(q_network)
-        fused = device.type in ("cpu", "cuda")  # one kernel for all parameters: faster
-        optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate,
-                                     eps=args.adam_eps, fused=fused)
+        optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate,  # fused: faster
+                                     eps=args.adam_eps, fused=device.type in ("cpu", "cuda"))
         rb = ReplayBuffer(obs_space, args, seeds["replay"])
         state = State(np.random.default_rng(seeds["explore"]), args.learning_starts)
         modules = dict(q_network=q_network, target_network=target_network, optimizer=optimizer)
@@ -425,9 +421,6 @@ class TrainingDiverged(Exception):
     """The loss became NaN or infinite: one line on stderr, exit code 1."""
 
 
-# What train() returns: its settings, the trained network, each training episode's return and
-# global step at its end, (step, mean loss) at each progress line, the evaluation's returns,
-# the buffer, the run directory, and the signal that stopped it (or 0).
 Results = collections.namedtuple("Results", "args q_network episode_returns episode_steps losses "
                                  "eval_returns replay_buffer output_dir stopped_by")
 
@@ -527,7 +520,6 @@ def recorded(envs: gym.vector.VectorEnv, env_id: str) -> gym.vector.VectorEnv:
     """envs with RecordEpisodeStatistics in its wrappers (on top, if make_env left it out): its
     info["_episode"] says which episodes end, so that the next step, a reset, is not stored."""
     if (mode := envs.metadata.get("autoreset_mode")) != gym.vector.AutoresetMode.NEXT_STEP:
-        envs.close()
         raise UsageError(f"{env_id} resets episodes {mode}: dqn.py needs AutoresetMode.NEXT_STEP")
     stats, wrapper = gym.wrappers.vector.RecordEpisodeStatistics, envs
     while isinstance(wrapper, gym.vector.VectorWrapper) and not isinstance(wrapper, stats):
@@ -663,8 +655,7 @@ def load_checkpoint(args: Args) -> tuple:
 
 
 def restore(checkpoint: dict, args: Args, state: State, modules: dict, rb) -> None:
-    """The saved loop state, networks, optimizer, and the buffer where it was saved; without it,
-    learning waits until the buffer holds --learning-starts new transitions."""
+    """The saved loop state, networks, optimizer and buffer (without it, learning waits)."""
     saved = checkpoint["state"]
     try:
         state.explore_rng.bit_generator.state = saved["explore_rng"]
@@ -684,8 +675,7 @@ def restore(checkpoint: dict, args: Args, state: State, modules: dict, rb) -> No
 
 
 def stop_signals(cleanup: contextlib.ExitStack) -> list:
-    """Ctrl-C (SIGINT) and SIGTERM append to the returned list instead of ending the process,
-    so that train() ends its step and writes a checkpoint; a second Ctrl-C quits at once."""
+    """Ctrl-C and SIGTERM: end the step, write a checkpoint, then stop (a 2nd Ctrl-C quits now)."""
     stop = []
 
     def handler(signum, frame):
@@ -750,13 +740,12 @@ def parse_args(argv=None, Args=Args, presets=PRESETS, named: bool = False) -> Ar
     first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     # (nargs="?": a flag given without its value is left to tyro, which says so)
     first.add_argument("--env-id", "--env_id", nargs="?", const=Args.env_id, default=Args.env_id)
-    env_id, preset = first.parse_known_args(argv)[0].env_id, ""
-    if named:  # --preset chooses the defaults, it is no setting: taken out of what tyro reads
-        choose = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-        choose.add_argument("--preset", choices=list(presets), default="")
-        known, argv = choose.parse_known_args(argv)
-        preset = known.preset
-    return tyro.cli(Args, default=preset_args(env_id, Args, presets, preset), args=argv)
+    env_id = first.parse_known_args(argv)[0].env_id
+    choose = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    choose.add_argument("--preset", choices=list(presets), default="")
+    # (--preset chooses the defaults, it is no setting: tyro does not read it)
+    known, argv = choose.parse_known_args(argv) if named else (choose.parse_args([]), argv)
+    return tyro.cli(Args, default=preset_args(env_id, Args, presets, known.preset), args=argv)
 
 
 def main(Args=Args, presets=PRESETS, named: bool = False, **parts) -> None:
