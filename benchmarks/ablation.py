@@ -1,23 +1,28 @@
-"""What each of dqn.py's refinements buys: every preset against itself with one refinement out.
+"""What each of dqn.py's refinements buys: every preset against itself, refinements taken out.
 
-    python benchmarks/ablation.py                          # CartPole, Acrobot, LunarLander x 10 seeds
+    python benchmarks/ablation.py                        # CartPole, Acrobot, LunarLander x 10 seeds
     python benchmarks/ablation.py --envs CartPole-v1 --seeds 20 --reuse   # 10 more seeds each
-    python benchmarks/ablation.py --table-only             # the page again, from the kept runs
+    python benchmarks/ablation.py --table-only           # the page again, from the kept runs
 
 Per env, as Revisiting Rainbow (Obando-Ceron & Castro, ICML 2021) did on classic control:
 - the preset (dqn.PRESETS[env]);
 - the preset with one refinement set back to Args' default (its plain-DQN value), one at a time;
+- once those have the same seeds (10 or more): the preset without all the refinements whose
+  removal alone moved none of the three intervals, at once (they may stand in for one another);
 - the plain 2015 DQN: Args' own defaults, at the preset's total_timesteps.
 
 Each run is benchmarks/run.py's (its own process, every training episode recorded by
 episode_log.py), seeds interleaved so that a sweep cut short is balanced. Runs write no model
 and no checkpoint, so that their records (--out) stay small enough to keep; --reuse reads back
-those that finished. Writes docs/ablation.md, per env and variant: the greedy return's IQM with
-its 95% confidence interval, how many seeds solved the env, and the steps and seconds to solve;
-and the figure benchmarks/results/ablation.png.
+those that finished with the settings the variant has now (a preset that changed is run again).
+Writes docs/ablation.md, per env and variant: how many seeds solved the env, and the IQM over
+seeds, with its 95% confidence interval, of the greedy return and of the env steps and seconds
+to solve (a seed that did not solve counts its whole run); and benchmarks/results/ablation.png.
 """
 
 import argparse
+import dataclasses
+import json
 import os
 import sys
 import time
@@ -35,13 +40,15 @@ import dqn  # noqa: E402
 # The refinements beside the 2015 algorithm, as Args names them, and as the table names them.
 REFINEMENTS = {
     "n_step": "n-step returns", "double_q": "Double DQN", "dueling": "dueling head",
-    "tau": "Polyak target updates", "num_envs": "several envs",
+    "tau": "Polyak target updates", "num_envs": "several envs",  # (tau 1: copies, as often)
     "gradient_steps": "gradient steps per round", "hidden_sizes": "wider hidden layers",
     "layer_norm": "LayerNorm", "small_last_layer": "near-zero last layer", "loss": "MSE loss",
     "max_grad_norm": "gradient clipping", "lr_end_fraction": "learning-rate decay",
     "adam_eps": "Adam's epsilon"}
 ENVS = ["CartPole-v1", "Acrobot-v1", "LunarLander-v3"]
+MIN_SEEDS = 10  # below this, intervals are too wide to call a refinement neutral
 DQN_ARGS = ["--no-save-model", "--checkpoint-every", "0"]  # every run: nothing but its records
+DQN_FLAGS = ["save_model", "checkpoint_every"]  # the Args that DQN_ARGS sets
 PAGE = os.path.join(REPO, "docs", "ablation.md")
 FIGURE = os.path.join(HERE, "results", "ablation.png")
 
@@ -56,53 +63,104 @@ def flag(name: str, value) -> list:
     return [f"--{dashed}", str(value)]
 
 
-def variants(env_id: str) -> dict:
-    """{name: dqn.py flags}: the preset, the preset without each refinement, the plain DQN."""
+def refinements(env_id: str) -> list:
+    """The refinements the env's preset sets to other values than Args' defaults."""
+    preset, plain = dqn.PRESETS[env_id], dqn.Args()
+    return [name for name in REFINEMENTS if preset.get(name, getattr(plain, name)) !=
+            getattr(plain, name)]
+
+
+def without(name: str) -> tuple:
+    """(the table's label, dqn.py's flags) of a preset without refinement `name`."""
+    flags = flag(name, getattr(dqn.Args(), name))
+    return f"without {REFINEMENTS[name]} ({' '.join(flags)})", flags
+
+
+def variants(env_id: str, together: tuple = ()) -> dict:
+    """{label: dqn.py flags}: the preset, the preset without each refinement, then without all
+    of `together` at once (those that changed nothing measurable one at a time), the plain DQN."""
     preset, plain = dqn.PRESETS[env_id], dqn.Args()
     out = {"preset": []}
-    for name, what in REFINEMENTS.items():
-        if name in preset and preset[name] != getattr(plain, name):
-            out[f"without {what} ({' '.join(flag(name, getattr(plain, name)))})"] = \
-                flag(name, getattr(plain, name))
+    out.update(without(name) for name in refinements(env_id))
+    if len(together) > 1:
+        out[f"without all of: {', '.join(REFINEMENTS[name] for name in together)}"] = \
+            [arg for name in together for arg in flag(name, getattr(plain, name))]
     out["plain DQN (Args' defaults)"] = [arg for name in preset if name != "total_timesteps"
                                          for arg in flag(name, getattr(plain, name))]
     return out
 
 
-def plan(envs: list, seeds: int) -> list:
+def plan(envs: list, seeds: int, together: dict) -> list:
     """One run.py run per env, seed and variant; seed 1 of every variant first, then seed 2..."""
     runs = []
     for env_id in envs:
         for seed in range(1, seeds + 1):
-            for label, flags in variants(env_id).items():
+            for label, flags in variants(env_id, together.get(env_id, ())).items():
                 directory = label.split(" (")[0].replace(" ", "-").replace("'", "")
+                directory = directory.replace("without-all-of:-", "without-").replace(",", "")
                 runs.append({"impl": "dqn", "env_id": env_id, "seed": seed, "flags": flags,
                              "variant": directory, "label": label, "python": None})
     return runs
 
 
-def row(runs: list, rliable, preset_ci) -> tuple:
-    """A variant's figures over its seeds, and its greedy return's IQM (value, low, high)."""
-    evals = [r["eval_mean"] for r in runs]
-    iqm = runner.iqm_and_mean(np.array(evals)[:, None], rliable)["iqm"]
-    solved = [r for r in runs if r["solve_step"] is not None]
-    steps = [r["solve_step"] for r in solved]
-    when = (f"{np.median(steps):,.0f} [{np.percentile(steps, 25):,.0f}, "
-            f"{np.percentile(steps, 75):,.0f}] | {np.median([r['solve_s'] for r in solved]):.1f}"
-            if solved else "- | -")
+def kept(out: str, run: dict) -> dict | None:
+    """The record of this run finished in `out` with the settings the run would have now: a run
+    of a preset since changed is not kept, nor one that failed."""
+    record = runner.finished_run(out, run, DQN_ARGS)
+    if record is None:
+        return None
+    with open(os.path.join(record["run_dir"], "summary.json")) as f:
+        ran = json.load(f)["settings"]
+    now = dqn.parse_args(["--env-id", run["env_id"], "--seed", str(run["seed"]), *run["flags"]])
+    now = json.loads(json.dumps(dataclasses.asdict(now)))  # (tuples as JSON has them: lists)
+    same = all(ran.get(k) == v for k, v in now.items() if k not in ("output_dir", *DQN_FLAGS))
+    return record if same else None
+
+
+def against(ci, preset_ci, lower: str, higher: str) -> str:
+    """How an interval stands to the preset's: apart below, apart above, or overlapping."""
     if preset_ci is None:
-        against = "(the reference)"
-    elif iqm[2] < preset_ci[1]:
-        against = "**lower**"
-    elif iqm[1] > preset_ci[2]:
-        against = "**higher**"
-    else:
-        against = "overlaps"
-    cells = [str(len(runs)), runner.fmt_ci(iqm), against, f"{len(solved)}/{len(runs)}", when]
-    return cells, iqm
+        return "-"
+    return lower if ci[2] < preset_ci[1] else higher if ci[1] > preset_ci[2] else "overlaps"
 
 
-def page(results: list, envs: list, rliable, command: str) -> tuple:
+def iqms(runs: list, rliable) -> tuple:
+    """The IQMs (value, low, high) over seeds of the greedy return, and of the env steps and
+    seconds from launch to solve (a run that did not solve counts its whole run)."""
+    figures = [[r["eval_mean"] for r in runs],
+               [r["solve_step"] or r["total_steps"] for r in runs],
+               [r["solve_s"] or r["seconds"][-1] for r in runs]]
+    return tuple(runner.iqm_and_mean(np.array(x)[:, None], rliable)["iqm"] for x in figures)
+
+
+def row(runs: list, rliable, preset: tuple) -> tuple:
+    """A variant's table cells over its seeds, and its IQMs."""
+    ret, steps, seconds = found = iqms(runs, rliable)
+    preset = preset or (None, None, None)
+    solved = sum(r["solve_step"] is not None for r in runs)
+    cells = [str(len(runs)), runner.fmt_ci(ret), against(ret, preset[0], "**lower**", "higher"),
+             f"{solved}/{len(runs)}", runner.fmt_ci(steps, 0),
+             against(steps, preset[1], "fewer", "**more**"), runner.fmt_ci(seconds),
+             against(seconds, preset[2], "less", "**more**")]
+    return cells, found
+
+
+def neutral(results: list, env_id: str, rliable) -> tuple:
+    """The refinements of the env's preset whose removal alone changed nothing measurable
+    (their intervals overlap the preset's on all three figures), once every variant has the
+    same seeds, at least MIN_SEEDS of them; () before."""
+    mine = {label: [r for r in results if r["env_id"] == env_id and r["label"] == label]
+            for label in variants(env_id)}
+    seeds = {tuple(sorted(r["seed"] for r in runs)) for runs in mine.values()}
+    if len(seeds) != 1 or len(seeds.pop()) < MIN_SEEDS:
+        return ()
+    preset = iqms(mine["preset"], rliable)
+    return tuple(name for name in refinements(env_id) if all(
+        against(ci, p, "x", "x") == "overlaps"
+        for ci, p in zip(iqms(mine[without(name)[0]], rliable), preset)))
+
+
+def page(results: list, envs: list, together: dict, rliable) -> tuple:
     """The markdown tables, per env, and {env: [(label, iqm)]} for the figure."""
     lines, figure = [], {}
     for env_id in envs:
@@ -112,36 +170,46 @@ def page(results: list, envs: list, rliable, command: str) -> tuple:
         threshold = runner.THRESHOLDS[env_id]
         lines += [f"### {env_id} (solved: the last 20 training episodes average {threshold})", "",
                   "| variant | seeds | greedy return IQM [95% CI] | against the preset | solved | "
-                  "steps to solve, median [quartiles] | seconds to solve, median |",
-                  "|---|---|---|---|---|---|---|"]
-        figure[env_id], preset_ci = [], None
-        for label in variants(env_id):
+                  "steps to solve IQM [95% CI] | against the preset | seconds to solve IQM "
+                  "[95% CI] | against the preset |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        figure[env_id], preset = [], None
+        for label in variants(env_id, together.get(env_id, ())):
             runs = [r for r in mine if r["label"] == label]
             if not runs:
                 continue
-            cells, iqm = row(runs, rliable, preset_ci)
-            preset_ci = preset_ci or iqm
-            figure[env_id].append((label, iqm))
+            cells, found = row(runs, rliable, preset)
+            preset = found if label == "preset" else preset
+            figure[env_id].append((label, found))
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines), figure
 
 
 def plot(figure: dict, path: str) -> None:
+    """Per env, a column: each variant's greedy return and steps to solve, IQM and 95% CI."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(figure), figsize=(5.5 * len(figure), 4.5), squeeze=False)
-    for ax, (env_id, bars) in zip(axes[0], figure.items()):
-        for y, (label, (iqm, low, high)) in enumerate(bars):
-            color = "C0" if label == "preset" else "gray" if label.startswith("plain") else "C1"
-            ax.errorbar(iqm, y, xerr=[[iqm - low], [high - iqm]], fmt="o", color=color, capsize=3)
-        ax.set_yticks(range(len(bars)), [label.split(" (")[0] for label, _ in bars], fontsize=8)
-        ax.invert_yaxis()
-        ax.axvline(runner.THRESHOLDS[env_id], color="gray", linestyle=":", linewidth=1)
-        ax.set_title(env_id)
-        ax.set_xlabel("greedy return, IQM and 95% CI over seeds")
+    fig, axes = plt.subplots(2, len(figure), figsize=(4.5 * len(figure), 7.5), squeeze=False)
+    for col, (env_id, bars) in enumerate(figure.items()):
+        names = [f"without all {label.count(',') + 1} of those" if "all of" in label
+                 else label.split(" (")[0] for label, _ in bars]
+        for row, (what, line) in enumerate([("greedy return", runner.THRESHOLDS[env_id]),
+                                            ("env steps to solve", None)]):
+            ax = axes[row][col]
+            for y, (label, found) in enumerate(bars):
+                value, low, high = found[row]
+                color = "C0" if label == "preset" else "gray" if label.startswith("plain") else "C1"
+                ax.errorbar(value, y, xerr=[[value - low], [high - value]], fmt="o", color=color,
+                            capsize=3)
+            ax.set_yticks(range(len(bars)), names, fontsize=8)
+            ax.invert_yaxis()
+            if line is not None:
+                ax.axvline(line, color="gray", linestyle=":", linewidth=1)
+            ax.set_title(f"{env_id}: {what}", fontsize=10)
+        axes[1][col].set_xlabel("IQM and 95% CI over seeds (no solve: the whole run)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -161,26 +229,39 @@ def main():
     opts = parser.parse_args()
     rliable, error = runner.load_rliable()
     if rliable is None:
-        sys.exit(f"error: the IQM needs rliable ({error}): pip install -r benchmarks/requirements.txt")
-    runs = plan(opts.envs, opts.seeds)
-    kept = {n: runner.finished_run(opts.out, run, DQN_ARGS) for n, run in enumerate(runs)} \
-        if opts.reuse or opts.table_only else {}
-    todo = [] if opts.table_only else [run for n, run in enumerate(runs) if not kept.get(n)]
-    print(f"{len(runs)} runs ({len(runs) - len(todo)} finished before), records in {opts.out}")
-    for run in todo:
-        run["at_once"] = f"{opts.jobs} at a time"
-    records = [r for r in kept.values() if r] + runner.sweep_here(todo, opts.out,
-                                                                  {"dqn": DQN_ARGS}, opts.jobs)
+        sys.exit(f"error: the IQM needs rliable ({error}): "
+                 "pip install -r benchmarks/requirements.txt")
+    # One refinement out at a time; then, per env, all those out together that changed nothing
+    # measurable alone: they may stand in for one another.
+    together, records = {}, []
+    for phase in (1, 2):
+        runs = plan(opts.envs, opts.seeds, together)
+        runs = [run for run in runs if phase == 1 or run["label"].startswith("without all of")]
+        reused = {n: kept(opts.out, run) for n, run in enumerate(runs)} \
+            if opts.reuse or opts.table_only else {}
+        todo = [] if opts.table_only else [run for n, run in enumerate(runs) if not reused.get(n)]
+        done = sum(bool(r) for r in reused.values())
+        print(f"{len(runs)} runs ({done} finished before), records in {opts.out}")
+        for run in todo:
+            run["at_once"] = f"{opts.jobs} at a time"
+        records += [r for r in reused.values() if r] + runner.sweep_here(
+            todo, opts.out, {"dqn": DQN_ARGS}, opts.jobs)
+        results = [runner.analyse(r) for r in records if not r["error"]]
+        if phase == 1:
+            together = {env_id: neutral(results, env_id, rliable) for env_id in opts.envs}
+            for env_id in (e for e in opts.envs if len(together[e]) < 2):
+                print(f"{env_id}: no 'without all of' row: it needs two refinements that alone "
+                      f"moved nothing, every variant at the same seeds, {MIN_SEEDS} or more")
     failed = [r for r in records if r["error"]]
-    results = [runner.analyse(r) for r in records if not r["error"]]
     if not results:
         sys.exit(f"error: no finished run in {opts.out}")
     command = "python benchmarks/ablation.py " + " ".join(sys.argv[1:])
-    tables, figure = page(results, opts.envs, rliable, command)
+    tables, figure = page(results, opts.envs, together, rliable)
     machine = (f"{runner.platform.processor() or runner.platform.machine()}, {os.cpu_count()} "
                f"cores, Python {runner.platform.python_version()}")
     made = (f"Made by `{command.strip()}` on {time.strftime('%Y-%m-%d')} ({machine}; "
-            f"{runner.how_they_ran(results)}).\n\n![ablation](../benchmarks/results/ablation.png)"
+            f"runs {' or '.join(sorted({r.get('at_once', '?') for r in results}))})."
+            f"\n\n![ablation](../benchmarks/results/ablation.png)"
             f"\n\n{tables}")
     runner.update_section(PAGE, made, "ablation")
     plot(figure, FIGURE)

@@ -81,7 +81,9 @@ def train_dqn(opts, dqn_flags: list, log: EpisodeLog) -> dict:
     sys.argv = [f"{opts.impl}.py", "--env-id", opts.env_id, "--seed", str(opts.seed), "--output-dir", opts.out,
                 *([] if opts.total_timesteps is None else ["--total-timesteps", str(opts.total_timesteps)]),
                 *dqn_flags]
-    dqn.main(module.Args, module.PRESETS, **{**parts, "make_env": make_recorded_env})  # exits on an error
+    named = module.__name__ == "dqn_atari"  # (its --preset)
+    parts["make_env"] = make_recorded_env
+    dqn.main(module.Args, module.PRESETS, named, **parts)  # exits on an error
     with open(os.path.join(results[0].output_dir, "summary.json")) as f:
         settings = json.load(f)["args"]
     return {"eval_returns": results[0].eval_returns, "settings": settings,

@@ -1,0 +1,58 @@
+"""benchmarks/ablation.py: which runs it makes, and how it reads them. No training here: the
+variants are checked as dqn.py parses them, the reading on made-up results."""
+
+import os
+import sys
+
+import pytest
+
+import dqn
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "benchmarks"))
+import ablation  # noqa: E402
+import run as runner  # noqa: E402
+
+
+def parsed(env_id, flags):
+    return dqn.parse_args(["--env-id", env_id, *flags])
+
+
+@pytest.mark.parametrize("env_id", list(dqn.PRESETS))
+def test_each_variant_sets_only_its_refinements_back_and_plain_dqn_is_args_at_the_budget(env_id):
+    preset, plain = dqn.preset_args(env_id), dqn.Args()
+    found = ablation.variants(env_id, together=("n_step", "double_q"))
+    assert parsed(env_id, found.pop("preset")) == preset
+    budget = dqn.Args(env_id=env_id, total_timesteps=preset.total_timesteps)
+    assert parsed(env_id, found.pop("plain DQN (Args' defaults)")) == budget
+    names = ablation.refinements(env_id)
+    assert names and set(names) <= set(ablation.REFINEMENTS)
+    for label, flags in found.items():
+        args = parsed(env_id, flags)
+        changed = {k for k, v in vars(args).items() if v != getattr(preset, k)}
+        assert changed == ({"n_step", "double_q"} & set(names) if "all of" in label
+                           else {names[list(found).index(label)]})
+        assert all(getattr(args, k) == getattr(plain, k) for k in changed)
+
+
+def test_a_refinement_is_neutral_when_its_removal_alone_moves_no_interval(monkeypatch):
+    """Made-up CartPole results: without n-step returns, lower returns and slower; without
+    Double DQN, the preset's figures again. Only the second is neutral, and only once every
+    variant has the same seeds."""
+    rliable, error = runner.load_rliable()
+    if rliable is None:
+        pytest.skip(f"rliable is not importable ({error})")
+    monkeypatch.setattr(runner, "BOOTSTRAP_REPS", 500)
+    results = []
+    for label in ablation.variants("CartPole-v1"):
+        worse = label.startswith("without n-step") or label.startswith("plain")
+        for seed in range(1, 11):
+            results.append({"env_id": "CartPole-v1", "label": label, "seed": seed,
+                            "eval_mean": 300.0 + seed if worse else 490.0 + seed,
+                            "solve_step": None if worse else 20_000 + 100 * seed,
+                            "total_steps": 40_000, "solve_s": None if worse else 3.0 + seed / 10,
+                            "seconds": [10.0]})
+    names = ablation.refinements("CartPole-v1")
+    assert ablation.neutral(results, "CartPole-v1", rliable) == tuple(
+        name for name in names if name != "n_step")
+    assert ablation.neutral(results[:-1], "CartPole-v1", rliable) == ()  # a seed still to come
