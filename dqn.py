@@ -7,10 +7,10 @@ transitions replayed uniformly from a buffer of past experience.
     python dqn.py --env-id CartPole-v1        # --help lists every flag, with this env's values
     python dqn.py --eval-only runs/<run>      # evaluate a trained network again
 
-Args holds the 2015 algorithm, PRESETS what each env adds. CartPole-v1 adds 10-step returns,
-Double DQN, a Polyak target, 8 envs, LayerNorm, a near-zero last layer and MSE: together they
-solve it, which the 2015 DQN does not in 40k steps (docs/ablation.md: what each one buys). All
-of DQN comes first and ends with train(), the operations after; dqn_atari.py adds pixels to it.
+Args holds the 2015 algorithm, PRESETS what each env changes. CartPole-v1's adds 10-step returns,
+Double DQN, a Polyak target, 8 envs, LayerNorm, a near-zero last layer and MSE to tuned settings,
+and solves what Args alone does not in 40k steps (docs/ablation.md: what each one buys). All of
+DQN comes first, ending with train(); the operations follow. dqn_atari.py adds Atari pixels.
 """
 
 import argparse
@@ -507,9 +507,8 @@ def check_setup(args: Args, make_env=make_env) -> torch.device:
 
 
 def check_memory(nbytes: int, flag: str) -> None:
-    """Refuse what this machine's memory cannot hold (not on Windows: no sysconf): np.zeros
-    allocates as pages are written, so a buffer too large would fail only when it fills."""
-    sysconf = getattr(os, "sysconf", lambda name: math.inf)
+    """Refuse a buffer this memory cannot hold (np.zeros would fail only as it fills, hours in)."""
+    sysconf = getattr(os, "sysconf", lambda name: math.inf)  # (Windows has none: no check)
     total = sysconf("SC_PAGE_SIZE") * sysconf("SC_PHYS_PAGES")
     if nbytes > 0.9 * total:
         raise UsageError(f"{flag} needs {nbytes / 1e9:.1f} GB of memory, this machine has "
@@ -520,6 +519,7 @@ def recorded(envs: gym.vector.VectorEnv, env_id: str) -> gym.vector.VectorEnv:
     """envs with RecordEpisodeStatistics in its wrappers (on top, if make_env left it out): its
     info["_episode"] says which episodes end, so that the next step, a reset, is not stored."""
     if (mode := envs.metadata.get("autoreset_mode")) != gym.vector.AutoresetMode.NEXT_STEP:
+        envs.close()
         raise UsageError(f"{env_id} resets episodes {mode}: dqn.py needs AutoresetMode.NEXT_STEP")
     stats, wrapper = gym.wrappers.vector.RecordEpisodeStatistics, envs
     while isinstance(wrapper, gym.vector.VectorWrapper) and not isinstance(wrapper, stats):
@@ -659,10 +659,11 @@ def restore(checkpoint: dict, args: Args, state: State, modules: dict, rb) -> No
     saved = checkpoint["state"]
     try:
         state.explore_rng.bit_generator.state = saved["explore_rng"]
+        saved["last_q"]  # noqa: B018  (older versions' checkpoints have no mean Q: refused)
         for name, m in modules.items():
             m.load_state_dict(checkpoint["modules"][name])
     except (KeyError, TypeError, ValueError, RuntimeError):  # another network than its args make
-        raise UsageError(f"--resume {args.resume}: its networks do not fit its settings (made by "
+        raise UsageError(f"--resume {args.resume}: its state or networks do not fit (made by "
                          "another version of this program?)") from None
     vars(state).update({k: v for k, v in saved.items() if k != "explore_rng"})
     if checkpoint["replay_buffer"] is None:
@@ -742,8 +743,7 @@ def parse_args(argv=None, Args=Args, presets=PRESETS, named: bool = False) -> Ar
     first.add_argument("--env-id", "--env_id", nargs="?", const=Args.env_id, default=Args.env_id)
     env_id = first.parse_known_args(argv)[0].env_id
     choose = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    choose.add_argument("--preset", choices=list(presets), default="")
-    # (--preset chooses the defaults, it is no setting: tyro does not read it)
+    choose.add_argument("--preset", choices=list(presets), default="")  # (no setting: not tyro's)
     known, argv = choose.parse_known_args(argv) if named else (choose.parse_args([]), argv)
     return tyro.cli(Args, default=preset_args(env_id, Args, presets, known.preset), args=argv)
 

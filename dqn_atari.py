@@ -28,8 +28,8 @@ import dqn
 @dataclasses.dataclass
 class Args(dqn.Args):
     """dqn_atari.py's settings. --preset atari100k starts from DrQ(epsilon)'s (PRESETS)."""
-    # CleanRL's settings for the Nature DQN, where they differ from dqn.py's: not those of the
-    # paper's Extended Data Table 1 (Mnih et al. 2015), which docs/atari.md sets beside them
+    # CleanRL's settings for the Nature DQN (but Huber), where they differ from dqn.py's: not
+    # the paper's Extended Data Table 1 (Mnih et al. 2015), which docs/atari.md sets beside them
     env_id: str = "BreakoutNoFrameskip-v4"  # ALE/Breakout-v5 gets the same preprocessing
     total_timesteps: int = 10_000_000  # env steps (4 frames each), summed over all envs
     learning_rate: float = 1e-4  # Adam learning rate

@@ -406,9 +406,16 @@ def test_resume_refuses_a_finished_run_a_lone_checkpoint_and_one_that_does_not_f
     saved = torch.load(checkpoint)
     saved["args"]["hidden_sizes"] = (32,)  # another network than the weights'
     torch.save(saved, tmp_path / "other" / "checkpoint.pt")
+    (tmp_path / "older").mkdir()  # an older version's: no mean Q, losses without it
+    (tmp_path / "older" / "metrics.csv").write_text("")
+    older = torch.load(checkpoint)
+    del older["state"]["last_q"]
+    older["state"]["recent_losses"] = [1.0, 2.0]
+    torch.save(older, tmp_path / "older" / "checkpoint.pt")
     for path, words in [(run_dir, "that run has finished: see its summary.json"),
                         (tmp_path / "lone", "no metrics.csv beside it"),
-                        (tmp_path / "other", "its networks do not fit its settings")]:
+                        (tmp_path / "other", "its state or networks do not fit"),
+                        (tmp_path / "older", "made by another version of this program")]:
         before = sorted(os.listdir(run_dir)), open(os.path.join(run_dir, "metrics.csv")).read()
         with pytest.raises(dqn.UsageError, match=words):
             dqn.train(dqn.Args(resume=str(path)), verbose=False)
