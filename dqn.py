@@ -427,7 +427,7 @@ Results = collections.namedtuple("Results", "args q_network episode_returns epis
 
 def run_seeds(seed: int) -> dict:
     """One seed per random stream, all from --seed, so that no two streams (nor two runs') draw
-    the same numbers. Env i takes envs + i, evaluation episode i eval + i (< 2**32: ale-py)."""
+    the same numbers. Env i takes envs + i, episode i eval + i: 30 bits leave room in 32 (ALE)."""
     streams = np.random.SeedSequence(seed).spawn(6)
     names = ["network", "explore", "replay", "envs", "eval", "eval_explore"]
     return {name: int(s.generate_state(1)[0]) % 2**30 for name, s in zip(names, streams)}
