@@ -76,28 +76,38 @@ def without(name: str) -> tuple:
     return f"without {REFINEMENTS[name]} ({' '.join(flags)})", flags
 
 
-def variants(env_id: str, together: tuple = ()) -> dict:
+def without_several(names: tuple, how: str) -> tuple:
+    """(the table's label, dqn.py's flags) of a preset without every refinement in `names`."""
+    plain = dqn.Args()
+    return (f"{how}: {', '.join(REFINEMENTS[name] for name in names)}",
+            [arg for name in names for arg in flag(name, getattr(plain, name))])
+
+
+def variants(env_id: str, together: tuple = (), steps: list = ()) -> dict:
     """{label: dqn.py flags}: the preset, the preset without each refinement, then without all
-    of `together` at once (those that changed nothing measurable one at a time), the plain DQN."""
+    of `together` at once (those that changed nothing measurable one at a time), then the steps
+    of taking them out one after another (`steps`: the refinements out at each), the plain DQN."""
     preset, plain = dqn.PRESETS[env_id], dqn.Args()
     out = {"preset": []}
     out.update(without(name) for name in refinements(env_id))
     if len(together) > 1:
-        out[f"without all of: {', '.join(REFINEMENTS[name] for name in together)}"] = \
-            [arg for name in together for arg in flag(name, getattr(plain, name))]
+        out.update([without_several(together, "without all of")])
+    out.update(without_several(names, "one after another, without") for names in steps)
     out["plain DQN (Args' defaults)"] = [arg for name in preset if name != "total_timesteps"
                                          for arg in flag(name, getattr(plain, name))]
     return out
 
 
-def plan(envs: list, seeds: int, together: dict) -> list:
+def plan(envs: list, seeds: int, together: dict, steps: dict | None = None) -> list:
     """One run.py run per env, seed and variant; seed 1 of every variant first, then seed 2..."""
     runs = []
     for env_id in envs:
         for seed in range(1, seeds + 1):
-            for label, flags in variants(env_id, together.get(env_id, ())).items():
+            for label, flags in variants(env_id, together.get(env_id, ()),
+                                         (steps or {}).get(env_id, ())).items():
                 directory = label.split(" (")[0].replace(" ", "-").replace("'", "")
                 directory = directory.replace("without-all-of:-", "without-").replace(",", "")
+                directory = directory.replace("one-after-another-without:-", "without-in-turn-")
                 runs.append({"impl": "dqn", "env_id": env_id, "seed": seed, "flags": flags,
                              "variant": directory, "label": label, "python": None})
     return runs
@@ -160,8 +170,43 @@ def neutral(results: list, env_id: str, rliable) -> tuple:
         for ci, p in zip(iqms(mine[without(name)[0]], rliable), preset)))
 
 
-def page(results: list, envs: list, together: dict, rliable) -> tuple:
-    """The markdown tables, per env, and {env: [(label, iqm)]} for the figure."""
+def one_after_another(results: list, env_id: str, together: tuple, rliable) -> tuple:
+    """Takes the refinements in `together` out one after another, the one whose removal alone
+    cost the fewest steps to solve first, keeping each out while no interval moves off the
+    preset's. Returns (the steps measured, the refinements out so far, the next step to measure
+    or None when done). Nothing to do when all of them out together moved no interval."""
+    def runs(label):
+        return [r for r in results if r["env_id"] == env_id and r["label"] == label]
+
+    def overlaps(label):
+        return all(against(ci, p, "x", "x") == "overlaps"
+                   for ci, p in zip(iqms(runs(label), rliable), preset))
+
+    preset = iqms(runs("preset"), rliable)
+    seeds = sorted(r["seed"] for r in runs("preset"))
+    if overlaps(without_several(together, "without all of")[0]):
+        return [], list(together), None
+    _, metrics = rliable
+    cost = {name: metrics.aggregate_iqm(np.array(
+        [[r["solve_step"] or r["total_steps"]] for r in runs(without(name)[0])]))
+        for name in together}
+    order = sorted(together, key=cost.get)
+    out, steps = [order[0]], []
+    for name in order[1:]:
+        names = (*out, name)
+        if len(names) == len(together):  # all of them out: measured above, it moved one
+            break
+        label = without_several(names, "one after another, without")[0]
+        if sorted(r["seed"] for r in runs(label)) != seeds:
+            return steps, out, names
+        steps.append(names)
+        out += [name] if overlaps(label) else []
+    return steps, out, None
+
+
+def page(results: list, envs: list, together: dict, turns: dict, rliable) -> tuple:
+    """The markdown tables, per env, with the outcome of taking refinements out one after
+    another (`turns`: one_after_another's), and {env: [(label, iqm)]} for the figure."""
     lines, figure = [], {}
     for env_id in envs:
         mine = [r for r in results if r["env_id"] == env_id]
@@ -174,7 +219,8 @@ def page(results: list, envs: list, together: dict, rliable) -> tuple:
                   "[95% CI] | against the preset |",
                   "|---|---|---|---|---|---|---|---|---|"]
         figure[env_id], preset = [], None
-        for label in variants(env_id, together.get(env_id, ())):
+        steps, out, next_step = turns.get(env_id, ((), (), None))
+        for label in variants(env_id, together.get(env_id, ()), steps):
             runs = [r for r in mine if r["label"] == label]
             if not runs:
                 continue
@@ -182,6 +228,13 @@ def page(results: list, envs: list, together: dict, rliable) -> tuple:
             preset = found if label == "preset" else preset
             figure[env_id].append((label, found))
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        if out:
+            kept_in = [REFINEMENTS[name] for name in together[env_id] if name not in out]
+            lines += ["", "One after another, the one whose removal alone cost the fewest steps "
+                      f"first: out with no interval moving, {', '.join(REFINEMENTS[n] for n in out)};"
+                      f" kept, {', '.join(kept_in) or 'none'}"
+                      + (f" (still to run: {without_several(next_step, 'without')[0]})."
+                         if next_step else ".")]
         lines.append("")
     return "\n".join(lines), figure
 
@@ -195,6 +248,7 @@ def plot(figure: dict, path: str) -> None:
     fig, axes = plt.subplots(2, len(figure), figsize=(4.5 * len(figure), 7.5), squeeze=False)
     for col, (env_id, bars) in enumerate(figure.items()):
         names = [f"without all {label.count(',') + 1} of those" if "all of" in label
+                 else f"in turn: {label.count(',') + 1} out" if "one after" in label
                  else label.split(" (")[0] for label, _ in bars]
         for row, (what, line) in enumerate([("greedy return", runner.THRESHOLDS[env_id]),
                                             ("env steps to solve", None)]):
@@ -252,11 +306,33 @@ def main():
             for env_id in (e for e in opts.envs if len(together[e]) < 2):
                 print(f"{env_id}: no 'without all of' row: it needs two refinements that alone "
                       f"moved nothing, every variant at the same seeds, {MIN_SEEDS} or more")
+    # If all of those out together moved an interval: which of them can go, one after another.
+    turns = {}
+    for env_id in (e for e in opts.envs if len(together[e]) > 1):
+        while True:
+            turns[env_id] = one_after_another(results, env_id, together[env_id], rliable)
+            next_step = turns[env_id][2]
+            if next_step is None:
+                break
+            runs = [run for run in plan([env_id], opts.seeds, together, {env_id: [next_step]})
+                    if run["label"].startswith("one after another")]
+            reused = [kept(opts.out, run) for run in runs] if opts.reuse or opts.table_only else []
+            reused = [r for r in reused if r]
+            todo = [] if opts.table_only else [run for run in runs if run["seed"] not in
+                                               {r["seed"] for r in reused}]
+            print(f"{runs[0]['label']}: {len(runs)} runs ({len(reused)} finished before)")
+            for run in todo:
+                run["at_once"] = f"{opts.jobs} at a time"
+            trained = runner.sweep_here(todo, opts.out, {"dqn": DQN_ARGS}, opts.jobs)
+            records += reused + trained
+            results = [runner.analyse(r) for r in records if not r["error"]]
+            if len(reused) + len(todo) < len(runs) or any(r["error"] for r in trained):
+                break  # (--table-only: a step still to run; or a run failed: said below)
     failed = [r for r in records if r["error"]]
     if not results:
         sys.exit(f"error: no finished run in {opts.out}")
     command = "python benchmarks/ablation.py " + " ".join(sys.argv[1:])
-    tables, figure = page(results, opts.envs, together, rliable)
+    tables, figure = page(results, opts.envs, together, turns, rliable)
     machine = (f"{runner.platform.processor() or runner.platform.machine()}, {os.cpu_count()} "
                f"cores, Python {runner.platform.python_version()}")
     made = (f"Made by `{command.strip()}` on {time.strftime('%Y-%m-%d')} ({machine}; "

@@ -56,3 +56,46 @@ def test_a_refinement_is_neutral_when_its_removal_alone_moves_no_interval(monkey
     assert ablation.neutral(results, "CartPole-v1", rliable) == tuple(
         name for name in names if name != "n_step")
     assert ablation.neutral(results[:-1], "CartPole-v1", rliable) == ()  # a seed still to come
+
+
+def test_refinements_that_stand_in_for_one_another_are_taken_out_one_after_another(monkeypatch):
+    """Made-up CartPole results where any four refinements out together are as good as the
+    preset, but not five: each step is measured in turn, the cheapest alone first, and the
+    step that moves an interval keeps its refinement in."""
+    rliable, error = runner.load_rliable()
+    if rliable is None:
+        pytest.skip(f"rliable is not importable ({error})")
+    monkeypatch.setattr(runner, "BOOTSTRAP_REPS", 500)
+    together = ("double_q", "tau", "layer_norm", "small_last_layer", "loss", "num_envs")
+    costs = dict(zip(together, (3, 1, 2, 6, 5, 4)))  # the cheapest alone: tau, layer_norm, ...
+
+    def seeds(label, names):
+        worse = len(names) > 4
+        return [{"env_id": "CartPole-v1", "label": label, "seed": seed,
+                 "eval_mean": 300.0 + seed if worse else 490.0 + seed,
+                 "solve_step": None if worse else 20_000 + 100 * seed + 10 * sum(map(
+                     costs.get, names)), "total_steps": 40_000,
+                 "solve_s": None if worse else 3.0 + seed / 10, "seconds": [10.0]}
+                for seed in range(1, 11)]
+
+    results = seeds("preset", ())
+    results += [run for name in together for run in seeds(ablation.without(name)[0], (name,))]
+    results += seeds(ablation.without_several(together, "without all of")[0], together)
+    measured = []
+    while True:
+        steps, out, next_step = ablation.one_after_another(results, "CartPole-v1", together,
+                                                           rliable)
+        assert steps == measured
+        if next_step is None:
+            break
+        measured.append(next_step)
+        results += seeds(ablation.without_several(next_step, "one after another, without")[0], next_step)
+    assert measured == [("tau", "layer_norm"), ("tau", "layer_norm", "double_q"),
+                        ("tau", "layer_norm", "double_q", "num_envs"),
+                        ("tau", "layer_norm", "double_q", "num_envs", "loss"),
+                        ("tau", "layer_norm", "double_q", "num_envs", "small_last_layer")]
+    assert out == ["tau", "layer_norm", "double_q", "num_envs"]  # a fifth out moved one
+    label = ablation.without_several(measured[1], "one after another, without")[0]
+    flags = ablation.variants("CartPole-v1", together, measured)[label]
+    assert parsed("CartPole-v1", flags) == dqn.preset_args(
+        "CartPole-v1", tau=1.0, layer_norm=False, double_q=False)
