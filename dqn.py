@@ -7,10 +7,10 @@ transitions replayed uniformly from a buffer of past experience.
     python dqn.py --env-id CartPole-v1        # --help lists every flag, with this env's values
     python dqn.py --eval-only runs/<run>      # evaluate a trained network again
 
-Args holds the 2015 algorithm, PRESETS what each env changes. CartPole-v1's adds 10-step returns,
-Double DQN, a Polyak target, 8 envs, LayerNorm, a near-zero last layer and MSE to tuned settings,
-and solves what Args alone does not in 40k steps (docs/ablation.md: what each one buys). All of
-DQN comes first, ending with train(); the operations follow. dqn_atari.py adds Atari pixels.
+Args holds the 2015 algorithm, PRESETS what each env changes. CartPole-v1's adds 10-step returns
+and the MSE loss to tuned settings, and solves what Args alone does not in 40k steps: the rest
+measurably bought nothing there (docs/ablation.md: what each refinement buys, on three envs).
+All of DQN comes first, ending with train(); the operations follow. dqn_atari.py adds pixels.
 """
 
 import argparse
@@ -63,7 +63,6 @@ class Args:
     max_grad_norm: float = 0.0  # clip the gradient's global norm to this value (0: no clipping)
     hidden_sizes: tuple[int, ...] = (128, 128)  # widths of the MLP's hidden layers
     layer_norm: bool = False  # LayerNorm after each hidden layer (stabler with a fast target)
-    small_last_layer: bool = False  # output layer initialised near zero: Q starts near 0
 
     # Exploration
     start_e: float = 1.0  # epsilon (probability of a random action) at step 0
@@ -91,15 +90,14 @@ class Args:
         check_args(self, RANGES)
 
 
-# Per-env settings: what each env changes in Args. Measured by benchmarks/run.py (README).
+# Per-env settings: what each env changes in Args. Measured by benchmarks/run.py (README); what
+# each refinement beside the 2015 algorithm buys, by benchmarks/ablation.py (docs/ablation.md).
 PRESETS = {
-    "CartPole-v1": dict(total_timesteps=40_000, num_envs=8, learning_rate=4e-3, gamma=0.995,
-                        buffer_size=10_000, train_frequency=24, target_network_frequency=8,
-                        tau=0.2, n_step=10, double_q=True, loss="mse", layer_norm=True,
-                        small_last_layer=True, end_e=0.01, exploration_fraction=0.15),
-    "Acrobot-v1": dict(num_envs=4, train_frequency=16, gradient_steps=4, target_network_frequency=4,
-                       tau=0.02, n_step=3, double_q=True, hidden_sizes=(256, 256), layer_norm=True,
-                       exploration_fraction=0.12),
+    "CartPole-v1": dict(total_timesteps=40_000, learning_rate=4e-3, gamma=0.995, buffer_size=10_000,
+                        train_frequency=24, target_network_frequency=8, n_step=10, loss="mse",
+                        end_e=0.01, exploration_fraction=0.15),
+    "Acrobot-v1": dict(train_frequency=16, gradient_steps=4, target_network_frequency=4, tau=0.02,
+                       n_step=3, exploration_fraction=0.12),
     "MountainCar-v0": dict(total_timesteps=120_000, learning_rate=4e-3, gamma=0.98,
                            buffer_size=10_000, train_frequency=16, gradient_steps=8,
                            target_network_frequency=600, n_step=3, max_grad_norm=10.0,
@@ -145,10 +143,6 @@ class QNetwork(nn.Module):
             in_size = size
         # A dueling head (Dopamine's: after the shared layers) has one more output, V(s), first.
         self.mlp = nn.Sequential(*layers, nn.Linear(in_size, n_actions + int(args.dueling)))
-        if args.small_last_layer:
-            with torch.no_grad():
-                self.mlp[-1].weight.mul_(0.01)
-                self.mlp[-1].bias.zero_()
         self.dueling = args.dueling
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:

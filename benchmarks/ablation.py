@@ -42,9 +42,8 @@ REFINEMENTS = {
     "n_step": "n-step returns", "double_q": "Double DQN", "dueling": "dueling head",
     "tau": "Polyak target updates", "num_envs": "several envs",  # (tau 1: copies, as often)
     "gradient_steps": "gradient steps per round", "hidden_sizes": "wider hidden layers",
-    "layer_norm": "LayerNorm", "small_last_layer": "near-zero last layer", "loss": "MSE loss",
-    "max_grad_norm": "gradient clipping", "lr_end_fraction": "learning-rate decay",
-    "adam_eps": "Adam's epsilon"}
+    "layer_norm": "LayerNorm", "loss": "MSE loss", "max_grad_norm": "gradient clipping",
+    "lr_end_fraction": "learning-rate decay", "adam_eps": "Adam's epsilon"}
 ENVS = ["CartPole-v1", "Acrobot-v1", "LunarLander-v3"]
 MIN_SEEDS = 10  # below this, intervals are too wide to call a refinement neutral
 DQN_ARGS = ["--no-save-model", "--checkpoint-every", "0"]  # every run: nothing but its records
@@ -230,9 +229,11 @@ def page(results: list, envs: list, together: dict, turns: dict, rliable) -> tup
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         if out:
             kept_in = [REFINEMENTS[name] for name in together[env_id] if name not in out]
-            lines += ["", "One after another, the one whose removal alone cost the fewest steps "
-                      f"first: out with no interval moving, {', '.join(REFINEMENTS[n] for n in out)};"
-                      f" kept, {', '.join(kept_in) or 'none'}"
+            how = ("One after another, the one whose removal alone cost the fewest steps first"
+                   if steps or next_step else "All of them at once")
+            lines += ["", f"{how}: out with no interval moving, "
+                      f"{', '.join(REFINEMENTS[name] for name in out)}; kept, "
+                      f"{', '.join(kept_in) or 'none'}"
                       + (f" (still to run: {without_several(next_step, 'without')[0]})."
                          if next_step else ".")]
         lines.append("")

@@ -116,6 +116,24 @@ def test_gradient_clipping_bounds_the_norm_of_every_gradient_adam_steps_with(tin
     assert max(clipped) <= 0.5 * (1 + 1e-5) and sorted(norms)[len(norms) // 2] > 0.5
 
 
+def test_gradient_steps_is_the_number_of_updates_per_round_and_layer_norm_is_in_the_network(
+        tiny_args, monkeypatch):
+    """--gradient-steps k: k optimizer steps each time global_step passes a multiple of
+    --train-frequency, so a run makes k times the updates; --layer-norm: a LayerNorm after each
+    hidden layer of the trained network. A loop that ignored either fails here."""
+    steps, adam_step = [], torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self: steps.append(1) or adam_step(self))
+    counts = []
+    for k in (1, 3):
+        steps.clear()
+        results = dqn.train(tiny_args(gradient_steps=k, layer_norm=k == 3, hidden_sizes=(16, 8)),
+                            verbose=False)
+        counts.append(len(steps))
+        norms = [m for m in results.q_network.modules() if isinstance(m, torch.nn.LayerNorm)]
+        assert [m.normalized_shape for m in norms] == ([(16,), (8,)] if k == 3 else [])
+    assert counts[0] > 40 and counts[1] == 3 * counts[0]
+
+
 @pytest.mark.parametrize("tau", [1.0, 0.5])
 def test_the_target_network_changes_only_when_global_step_passes_a_multiple_of_its_frequency(
         tiny_args, monkeypatch, tau):
@@ -471,11 +489,11 @@ def test_missing_optional_package_says_what_to_install(monkeypatch, capsys, tmp_
 
 
 def test_preset_switches_are_flags_that_override_the_preset():
-    parse = lambda *argv: dqn.parse_args(["--env-id", "CartPole-v1", *argv])  # noqa: E731
-    assert parse().layer_norm is True  # CartPole's preset
+    parse = lambda *argv: dqn.parse_args(["--env-id", "LunarLander-v3", *argv])  # noqa: E731
+    assert parse().layer_norm is True and parse().double_q is True  # LunarLander's preset
     assert parse("--no-layer-norm").layer_norm is False
     assert parse("--double-q").double_q is True and parse("--no-double-q").double_q is False
-    assert dqn.parse_args(["--env-id", "Acrobot-v1", "--small-last-layer"]).small_last_layer
+    assert dqn.parse_args(["--env-id", "CartPole-v1", "--layer-norm"]).layer_norm
     assert dqn.parse_args(["--env-id=Acrobot-v1", "--seed", "3"]) == dqn.preset_args("Acrobot-v1", seed=3)
     assert dqn.parse_args([]) == dqn.preset_args("CartPole-v1")  # the default env's preset
     assert dqn.parse_args(["--env-id", "FrozenLake-v1"]) == dqn.Args(env_id="FrozenLake-v1")  # no preset
