@@ -7,10 +7,11 @@ transitions replayed uniformly from a buffer of past experience.
     python dqn.py --env-id CartPole-v1        # --help lists every flag, with this env's values
     python dqn.py --eval-only runs/<run>      # evaluate a trained network again
 
-Args holds the 2015 algorithm, PRESETS what each env changes. CartPole-v1's adds 10-step returns
-and the MSE loss to tuned settings, and solves what Args alone does not in 40k steps: the rest
-measurably bought nothing there (docs/ablation.md: what each refinement buys, on three envs).
-All of DQN comes first, ending with train(); the operations follow. dqn_atari.py adds pixels.
+Args holds the 2015 algorithm, PRESETS what each env changes. CartPole-v1's adds 10-step returns,
+the MSE loss, a Polyak-averaged target and 8 envs to tuned settings, and solves what Args alone
+does not in 40k steps; Double DQN, LayerNorm and a near-zero last layer bought nothing there
+(docs/ablation.md: what each refinement buys). All of DQN comes first, ending with train(); the
+operations follow. dqn_atari.py adds Atari pixels.
 """
 
 import argparse
@@ -93,9 +94,9 @@ class Args:
 # Per-env settings: what each env changes in Args. Measured by benchmarks/run.py (README); what
 # each refinement beside the 2015 algorithm buys, by benchmarks/ablation.py (docs/ablation.md).
 PRESETS = {
-    "CartPole-v1": dict(total_timesteps=40_000, learning_rate=4e-3, gamma=0.995, buffer_size=10_000,
-                        train_frequency=24, target_network_frequency=8, n_step=10, loss="mse",
-                        end_e=0.01, exploration_fraction=0.15),
+    "CartPole-v1": dict(total_timesteps=40_000, num_envs=8, learning_rate=4e-3, gamma=0.995,
+                        buffer_size=10_000, train_frequency=24, target_network_frequency=8,
+                        tau=0.2, n_step=10, loss="mse", end_e=0.01, exploration_fraction=0.15),
     "Acrobot-v1": dict(train_frequency=16, gradient_steps=4, target_network_frequency=4, tau=0.02,
                        n_step=3, exploration_fraction=0.12),
     "MountainCar-v0": dict(total_timesteps=120_000, learning_rate=4e-3, gamma=0.98,

@@ -123,7 +123,7 @@ def kept(out: str, run: dict) -> dict | None:
     now = dqn.parse_args(["--env-id", run["env_id"], "--seed", str(run["seed"]), *run["flags"]])
     now = json.loads(json.dumps(dataclasses.asdict(now)))  # (tuples as JSON has them: lists)
     same = all(ran.get(k) == v for k, v in now.items() if k not in ("output_dir", *DQN_FLAGS))
-    return record if same else None
+    return {**record, "label": run["label"], "variant": run["variant"]} if same else None
 
 
 def against(ci, preset_ci, lower: str, higher: str) -> str:
@@ -136,6 +136,7 @@ def against(ci, preset_ci, lower: str, higher: str) -> str:
 def iqms(runs: list, rliable) -> tuple:
     """The IQMs (value, low, high) over seeds of the greedy return, and of the env steps and
     seconds from launch to solve (a run that did not solve counts its whole run)."""
+    runs = sorted(runs, key=lambda r: r["seed"])  # (the bootstrap resamples them in this order)
     figures = [[r["eval_mean"] for r in runs],
                [r["solve_step"] or r["total_steps"] for r in runs],
                [r["solve_s"] or r["seconds"][-1] for r in runs]]
@@ -183,7 +184,10 @@ def one_after_another(results: list, env_id: str, together: tuple, rliable) -> t
 
     preset = iqms(runs("preset"), rliable)
     seeds = sorted(r["seed"] for r in runs("preset"))
-    if overlaps(without_several(together, "without all of")[0]):
+    all_of = without_several(together, "without all of")[0]
+    if sorted(r["seed"] for r in runs(all_of)) != seeds:  # (its runs still to come)
+        return [], [], None
+    if overlaps(all_of):
         return [], list(together), None
     _, metrics = rliable
     cost = {name: metrics.aggregate_iqm(np.array(
@@ -229,8 +233,8 @@ def page(results: list, envs: list, together: dict, turns: dict, rliable) -> tup
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         if out:
             kept_in = [REFINEMENTS[name] for name in together[env_id] if name not in out]
-            how = ("One after another, the one whose removal alone cost the fewest steps first"
-                   if steps or next_step else "All of them at once")
+            how = ("All of them at once" if set(out) == set(together[env_id]) else
+                   "One after another, the one whose removal alone cost the fewest steps first")
             lines += ["", f"{how}: out with no interval moving, "
                       f"{', '.join(REFINEMENTS[name] for name in out)}; kept, "
                       f"{', '.join(kept_in) or 'none'}"
@@ -248,9 +252,10 @@ def plot(figure: dict, path: str) -> None:
 
     fig, axes = plt.subplots(2, len(figure), figsize=(4.5 * len(figure), 7.5), squeeze=False)
     for col, (env_id, bars) in enumerate(figure.items()):
-        names = [f"without all {label.count(',') + 1} of those" if "all of" in label
-                 else f"in turn: {label.count(',') + 1} out" if "one after" in label
-                 else label.split(" (")[0] for label, _ in bars]
+        count = [label.split(": ", 1)[-1].count(",") + 1 for label, _ in bars]
+        names = [f"without all {n} of those" if "all of" in label
+                 else f"in turn: {n} out" if label.startswith("one after")
+                 else label.split(" (")[0] for (label, _), n in zip(bars, count)]
         for row, (what, line) in enumerate([("greedy return", runner.THRESHOLDS[env_id]),
                                             ("env steps to solve", None)]):
             ax = axes[row][col]
@@ -310,11 +315,14 @@ def main():
     # If all of those out together moved an interval: which of them can go, one after another.
     turns = {}
     for env_id in (e for e in opts.envs if len(together[e]) > 1):
+        tried = []
         while True:
             turns[env_id] = one_after_another(results, env_id, together[env_id], rliable)
             next_step = turns[env_id][2]
-            if next_step is None:
+            # Done; or a step measured already, whose runs are still not the preset's seeds
+            if next_step is None or next_step in tried:
                 break
+            tried.append(next_step)
             runs = [run for run in plan([env_id], opts.seeds, together, {env_id: [next_step]})
                     if run["label"].startswith("one after another")]
             reused = [kept(opts.out, run) for run in runs] if opts.reuse or opts.table_only else []

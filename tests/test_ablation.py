@@ -58,30 +58,41 @@ def test_a_refinement_is_neutral_when_its_removal_alone_moves_no_interval(monkey
     assert ablation.neutral(results[:-1], "CartPole-v1", rliable) == ()  # a seed still to come
 
 
-def test_refinements_that_stand_in_for_one_another_are_taken_out_one_after_another(monkeypatch):
+def made_up(label, names, worse, cost=0):
+    """10 seeds of made-up CartPole results for a variant without `names`: the preset's figures,
+    `cost` more steps to solve; or (worse) lower returns, unsolved."""
+    return [{"env_id": "CartPole-v1", "label": label, "seed": seed,
+             "eval_mean": 300.0 + seed if worse else 490.0 + seed,
+             "solve_step": None if worse else 20_000 + 100 * seed + cost, "total_steps": 40_000,
+             "solve_s": None if worse else 3.0 + seed / 10, "seconds": [10.0]}
+            for seed in range(1, 11)]
+
+
+@pytest.fixture
+def rliable(monkeypatch):
+    found, error = runner.load_rliable()
+    if found is None:
+        pytest.skip(f"rliable is not importable ({error})")
+    monkeypatch.setattr(runner, "BOOTSTRAP_REPS", 500)
+    return found
+
+
+def alone(together, costs, all_of_worse=True):
+    """The preset, each refinement out alone (neutral), and all of them out."""
+    results = made_up("preset", (), False)
+    for name in together:
+        results += made_up(ablation.without(name)[0], (name,), False, costs[name])
+    label = ablation.without_several(together, "without all of")[0]
+    return results + made_up(label, together, all_of_worse)
+
+
+def test_refinements_that_stand_in_for_one_another_are_taken_out_one_after_another(rliable):
     """Made-up CartPole results where any four refinements out together are as good as the
     preset, but not five: each step is measured in turn, the cheapest alone first, and the
     step that moves an interval keeps its refinement in."""
-    rliable, error = runner.load_rliable()
-    if rliable is None:
-        pytest.skip(f"rliable is not importable ({error})")
-    monkeypatch.setattr(runner, "BOOTSTRAP_REPS", 500)
     together = ("double_q", "tau", "layer_norm", "hidden_sizes", "loss", "num_envs")
-    costs = dict(zip(together, (3, 1, 2, 6, 5, 4)))  # the cheapest alone: tau, layer_norm, ...
-
-    def seeds(label, names):
-        worse = len(names) > 4
-        return [{"env_id": "CartPole-v1", "label": label, "seed": seed,
-                 "eval_mean": 300.0 + seed if worse else 490.0 + seed,
-                 "solve_step": None if worse else 20_000 + 100 * seed + 10 * sum(map(
-                     costs.get, names)), "total_steps": 40_000,
-                 "solve_s": None if worse else 3.0 + seed / 10, "seconds": [10.0]}
-                for seed in range(1, 11)]
-
-    results = seeds("preset", ())
-    results += [run for name in together for run in seeds(ablation.without(name)[0], (name,))]
-    results += seeds(ablation.without_several(together, "without all of")[0], together)
-    measured = []
+    costs = dict(zip(together, (30, 10, 20, 60, 50, 40)))  # the cheapest alone: tau, layer_norm
+    results, measured = alone(together, costs), []
     while True:
         steps, out, next_step = ablation.one_after_another(results, "CartPole-v1", together,
                                                            rliable)
@@ -89,7 +100,8 @@ def test_refinements_that_stand_in_for_one_another_are_taken_out_one_after_anoth
         if next_step is None:
             break
         measured.append(next_step)
-        results += seeds(ablation.without_several(next_step, "one after another, without")[0], next_step)
+        label = ablation.without_several(next_step, "one after another, without")[0]
+        results += made_up(label, next_step, len(next_step) > 4)
     assert measured == [("tau", "layer_norm"), ("tau", "layer_norm", "double_q"),
                         ("tau", "layer_norm", "double_q", "num_envs"),
                         ("tau", "layer_norm", "double_q", "num_envs", "loss"),
@@ -99,13 +111,41 @@ def test_refinements_that_stand_in_for_one_another_are_taken_out_one_after_anoth
     flags = ablation.variants("CartPole-v1", together, measured)[label]
     assert parsed("CartPole-v1", flags) == dqn.preset_args(
         "CartPole-v1", tau=1.0, layer_norm=False, double_q=False)
+    turns = {"CartPole-v1": (measured, out, None)}
+    table = ablation.page(results, ["CartPole-v1"], {"CartPole-v1": together}, turns, rliable)[0]
+    assert table.count("| one after another, without: ") == 5
+    assert ("One after another, the one whose removal alone cost the fewest steps first: out "
+            "with no interval moving, Polyak target updates, LayerNorm, Double DQN, several "
+            "envs; kept, wider hidden layers, MSE loss.") in table
+
+
+def test_one_after_another_waits_for_all_of_them_out_and_stops_where_that_decides(rliable):
+    """Nothing is taken out before the 'all of' row has the preset's seeds; if that row moved
+    nothing, all go at once; with two refinements, the cheaper goes and the other stays."""
+    together = ("double_q", "tau")
+    costs = {"double_q": 20, "tau": 10}
+    results = alone(together, costs)
+    label = ablation.without_several(together, "without all of")[0]
+    missing = [r for r in results if r["label"] != label]
+    assert ablation.one_after_another(missing, "CartPole-v1", together, rliable) == ([], [], None)
+    assert ablation.one_after_another(results, "CartPole-v1", together, rliable) == (
+        [], ["tau"], None)
+    results = alone(together, costs, all_of_worse=False)
+    assert ablation.one_after_another(results, "CartPole-v1", together, rliable) == (
+        [], ["double_q", "tau"], None)
+    turns = {"CartPole-v1": ([], ["double_q", "tau"], None)}
+    table = ablation.page(results, ["CartPole-v1"], {"CartPole-v1": together}, turns, rliable)[0]
+    assert "All of them at once: out with no interval moving, Double DQN, Polyak" in table
 
 
 @pytest.mark.parametrize("env_id", ablation.ENVS)
 def test_the_pages_runs_are_in_the_repo_and_ran_the_preset_dqn_py_has_now(env_id):
     """docs/ablation.md is made from the records in benchmarks/results/ablation: a clean clone
-    has them (--table-only reads them back), and a preset changed since fails here until the
-    ablation runs it again."""
+    has them (--table-only reads them back), every variant of every preset at 10 seeds or more,
+    and a preset changed since fails here until the ablation runs it again."""
     out = os.path.join(os.path.dirname(ablation.HERE), "benchmarks", "results", "ablation")
-    runs = [run for run in ablation.plan([env_id], 20, {}) if run["label"] == "preset"]
-    assert sum(ablation.kept(out, run) is not None for run in runs) >= ablation.MIN_SEEDS
+    found = {label: 0 for label in ablation.variants(env_id)}
+    for run in ablation.plan([env_id], 20, {}):
+        found[run["label"]] += ablation.kept(out, run) is not None
+    assert found == {label: max(found.values()) for label in found}
+    assert found["preset"] >= ablation.MIN_SEEDS
