@@ -335,8 +335,8 @@ def main():
             trained = runner.sweep_here(todo, opts.out, {"dqn": DQN_ARGS}, opts.jobs)
             records += reused + trained
             results = [runner.analyse(r) for r in records if not r["error"]]
-            if len(reused) + len(todo) < len(runs) or any(r["error"] for r in trained):
-                break  # (--table-only: a step still to run; or a run failed: said below)
+            if any(r["error"] for r in trained):
+                break  # (a run failed: said below)
     failed = [r for r in records if r["error"]]
     if not results:
         sys.exit(f"error: no finished run in {opts.out}")
