@@ -188,6 +188,24 @@ def test_iqm_is_the_mean_of_the_middle_half():
     assert stats["iqm"] == (0.5, 0.5, 0.5)
 
 
+def test_the_same_scores_give_the_same_interval_every_time():
+    """rliable resamples with numpy's global generator: the tables would change from one
+    reading of the same runs to the next unless the bootstrap is seeded; numpy's global state
+    is left as it was."""
+    import run
+
+    rliable, error = run.load_rliable()
+    if rliable is None:
+        import pytest
+        pytest.skip(f"rliable: {error}")
+    scores = np.arange(10.0)[:, None] ** 1.5
+    first = run.iqm_and_mean(scores, rliable)
+    np.random.seed(1)
+    outside = np.random.get_state()[1].copy()
+    assert run.iqm_and_mean(scores, rliable) == first
+    assert (np.random.get_state()[1] == outside).all()
+
+
 def test_atari_ids_train_with_dqn_atari_and_only_training_is_recorded(tmp_path):
     """An ALE id goes to dqn_atari.py; its evaluation games (an env it makes after the training
     env) are not counted as training episodes: the env steps are the budget's."""
