@@ -9,8 +9,8 @@ transitions replayed uniformly from a buffer of past experience.
 
 Args holds the 2015 algorithm, PRESETS what each env changes. CartPole-v1's adds 10-step returns,
 the MSE loss, a Polyak-averaged target and 8 envs to tuned settings, and solves what Args alone
-does not in 40k steps; Double DQN, LayerNorm and a near-zero last layer bought nothing there
-(docs/ablation.md: what each refinement buys). All of DQN comes first, ending with train(); the
+does not in 40k steps; Double DQN bought nothing there (docs/ablation.md: what each refinement
+buys, and why others left this file). All of DQN comes first, ending with train(); the
 operations follow. dqn_atari.py adds Atari pixels.
 """
 
@@ -48,7 +48,6 @@ class Args:
     # Learning
     learning_rate: float = 1e-3  # Adam learning rate
     adam_eps: float = 1e-8  # Adam's epsilon, added to the root of its second moment estimate
-    lr_end_fraction: float = 1.0  # final rate / learning_rate (linear from step 0; 1: constant)
     gamma: float = 0.99  # discount factor of future rewards
     batch_size: int = 128  # transitions per gradient update
     buffer_size: int = 50_000  # replay capacity in transitions; the oldest are overwritten
@@ -63,7 +62,6 @@ class Args:
     loss: Literal["huber", "mse"] = "huber"  # TD loss: huber is the Nature paper's clipping
     max_grad_norm: float = 0.0  # clip the gradient's global norm to this value (0: no clipping)
     hidden_sizes: tuple[int, ...] = (128, 128)  # widths of the MLP's hidden layers
-    layer_norm: bool = False  # LayerNorm after each hidden layer (stabler with a fast target)
 
     # Exploration
     start_e: float = 1.0  # epsilon (probability of a random action) at step 0
@@ -103,10 +101,9 @@ PRESETS = {
                            buffer_size=10_000, train_frequency=16, gradient_steps=8,
                            target_network_frequency=600, n_step=3, max_grad_norm=10.0,
                            hidden_sizes=(256, 256), end_e=0.07),
-    "LunarLander-v3": dict(total_timesteps=200_000, num_envs=4, learning_rate=6.3e-4,
-                           lr_end_fraction=0.0, buffer_size=100_000, train_frequency=16,
-                           gradient_steps=8, target_network_frequency=4, tau=0.02, n_step=3,
-                           double_q=True, layer_norm=True, exploration_fraction=0.12),
+    "LunarLander-v3": dict(total_timesteps=200_000, learning_rate=6.3e-4, buffer_size=100_000,
+                           train_frequency=16, gradient_steps=8, target_network_frequency=16,
+                           n_step=3, exploration_fraction=0.12),
 }
 
 
@@ -139,8 +136,7 @@ class QNetwork(nn.Module):
         in_size = self.n_obs_values or int(np.prod(obs_space.shape))
         layers = []
         for size in args.hidden_sizes:
-            norm = [nn.LayerNorm(size)] if args.layer_norm else []
-            layers += [nn.Linear(in_size, size), *norm, nn.ReLU()]
+            layers += [nn.Linear(in_size, size), nn.ReLU()]
             in_size = size
         # A dueling head (Dopamine's: after the shared layers) has one more output, V(s), first.
         self.mlp = nn.Sequential(*layers, nn.Linear(in_size, n_actions + int(args.dueling)))
@@ -365,12 +361,8 @@ def train(args: Args, make_env=make_env, QNetwork=QNetwork, ReplayBuffer=ReplayB
             autoreset = infos.get("_episode", np.zeros(args.num_envs, dtype=bool))  # ended now
             obs = next_obs
 
-            # Learn: `gradient_steps` updates each time global_step passes a multiple of
-            # train_frequency, at a learning rate that decays linearly over the whole run.
+            # Learn: a round of `gradient_steps` updates every train_frequency env steps.
             if state.global_step > state.learning_starts and rb.size >= args.batch_size:
-                end_lr = args.lr_end_fraction * args.learning_rate
-                optimizer.param_groups[0]["lr"] = linear_schedule(
-                    args.learning_rate, end_lr, args.total_timesteps, state.global_step)
                 for _ in range(passed(args.train_frequency) * args.gradient_steps):
                     batch = rb.sample(args.batch_size, device)
                     state.last_loss, state.last_q = gradient_step(q_network, target_network,
@@ -429,8 +421,8 @@ def run_seeds(seed: int) -> dict:
 
 
 # (lowest, highest) of the numbers that are not just >= 0
-RANGES = dict(total_timesteps=(1, math.inf), num_envs=(1, math.inf), lr_end_fraction=(0, 1),
-              gamma=(0, 1), batch_size=(1, math.inf), buffer_size=(1, math.inf),
+RANGES = dict(total_timesteps=(1, math.inf), num_envs=(1, math.inf), gamma=(0, 1),
+              batch_size=(1, math.inf), buffer_size=(1, math.inf),
               train_frequency=(1, math.inf), gradient_steps=(1, math.inf),
               target_network_frequency=(1, math.inf), tau=(0, 1), n_step=(1, math.inf),
               hidden_sizes=(1, math.inf), start_e=(0, 1), end_e=(0, 1),

@@ -8,7 +8,8 @@ Per env, as Revisiting Rainbow (Obando-Ceron & Castro, ICML 2021) did on classic
 - the preset (dqn.PRESETS[env]);
 - the preset with one refinement set back to Args' default (its plain-DQN value), one at a time;
 - once those have the same seeds (10 or more): the preset without all the refinements whose
-  removal alone moved none of the three intervals, at once (they may stand in for one another);
+  removal alone moved none of the three intervals for the worse, at once (they may stand in
+  for one another); if that moved one, they are taken out one after another instead;
 - the plain 2015 DQN: Args' own defaults, at the preset's total_timesteps.
 
 Each run is benchmarks/run.py's (its own process, every training episode recorded by
@@ -42,8 +43,7 @@ REFINEMENTS = {
     "n_step": "n-step returns", "double_q": "Double DQN", "dueling": "dueling head",
     "tau": "Polyak target updates", "num_envs": "several envs",  # (tau 1: copies, as often)
     "gradient_steps": "gradient steps per round", "hidden_sizes": "wider hidden layers",
-    "layer_norm": "LayerNorm", "loss": "MSE loss", "max_grad_norm": "gradient clipping",
-    "lr_end_fraction": "learning-rate decay", "adam_eps": "Adam's epsilon"}
+    "loss": "MSE loss", "max_grad_norm": "gradient clipping", "adam_eps": "Adam's epsilon"}
 ENVS = ["CartPole-v1", "Acrobot-v1", "LunarLander-v3"]
 MIN_SEEDS = 10  # below this, intervals are too wide to call a refinement neutral
 DQN_ARGS = ["--no-save-model", "--checkpoint-every", "0"]  # every run: nothing but its records
@@ -84,7 +84,7 @@ def without_several(names: tuple, how: str) -> tuple:
 
 def variants(env_id: str, together: tuple = (), steps: list = ()) -> dict:
     """{label: dqn.py flags}: the preset, the preset without each refinement, then without all
-    of `together` at once (those that changed nothing measurable one at a time), then the steps
+    of `together` at once (those whose removal alone made nothing worse), then the steps
     of taking them out one after another (`steps`: the refinements out at each), the plain DQN."""
     preset, plain = dqn.PRESETS[env_id], dqn.Args()
     out = {"preset": []}
@@ -133,6 +133,13 @@ def against(ci, preset_ci, lower: str, higher: str) -> str:
     return lower if ci[2] < preset_ci[1] else higher if ci[1] > preset_ci[2] else "overlaps"
 
 
+def worse(found: tuple, than: tuple) -> bool:
+    """Whether one of a variant's intervals lies apart from `than`'s on the worse side: a lower
+    greedy return, more steps or more seconds to solve."""
+    sides = [("worse", "better"), ("better", "worse"), ("better", "worse")]
+    return any(against(ci, p, *side) == "worse" for ci, p, side in zip(found, than, sides))
+
+
 def iqms(runs: list, rliable) -> tuple:
     """The IQMs (value, low, high) over seeds of the greedy return, and of the env steps and
     seconds from launch to solve (a run that did not solve counts its whole run)."""
@@ -156,45 +163,42 @@ def row(runs: list, rliable, preset: tuple) -> tuple:
 
 
 def neutral(results: list, env_id: str, rliable) -> tuple:
-    """The refinements of the env's preset whose removal alone changed nothing measurable
-    (their intervals overlap the preset's on all three figures), once every variant has the
-    same seeds, at least MIN_SEEDS of them; () before."""
+    """The refinements of the env's preset whose removal alone made nothing measurably worse
+    (no interval apart from the preset's on the worse side), once every variant has the same
+    seeds, at least MIN_SEEDS of them; () before."""
     mine = {label: [r for r in results if r["env_id"] == env_id and r["label"] == label]
             for label in variants(env_id)}
     seeds = {tuple(sorted(r["seed"] for r in runs)) for runs in mine.values()}
     if len(seeds) != 1 or len(seeds.pop()) < MIN_SEEDS:
         return ()
     preset = iqms(mine["preset"], rliable)
-    return tuple(name for name in refinements(env_id) if all(
-        against(ci, p, "x", "x") == "overlaps"
-        for ci, p in zip(iqms(mine[without(name)[0]], rliable), preset)))
+    return tuple(name for name in refinements(env_id)
+                 if not worse(iqms(mine[without(name)[0]], rliable), preset))
 
 
 def one_after_another(results: list, env_id: str, together: tuple, rliable) -> tuple:
     """Takes the refinements in `together` out one after another, the one whose removal alone
-    cost the fewest steps to solve first, keeping each out while no interval moves off the
-    preset's. Returns (the steps measured, the refinements out so far, the next step to measure
-    or None when done). Nothing to do when all of them out together moved no interval."""
+    cost the fewest steps to solve first, keeping each out while no interval moves for the
+    worse, off the preset's or off the last step kept's (small losses, each within the preset's
+    intervals, would add up). Returns (the steps measured, the refinements out so far, the next
+    step to measure or None when done). Nothing to do when all of them out together made
+    nothing worse."""
     def runs(label):
         return [r for r in results if r["env_id"] == env_id and r["label"] == label]
-
-    def overlaps(label):
-        return all(against(ci, p, "x", "x") == "overlaps"
-                   for ci, p in zip(iqms(runs(label), rliable), preset))
 
     preset = iqms(runs("preset"), rliable)
     seeds = sorted(r["seed"] for r in runs("preset"))
     all_of = without_several(together, "without all of")[0]
     if sorted(r["seed"] for r in runs(all_of)) != seeds:  # (its runs still to come)
         return [], [], None
-    if overlaps(all_of):
+    if not worse(iqms(runs(all_of), rliable), preset):
         return [], list(together), None
     _, metrics = rliable
     cost = {name: metrics.aggregate_iqm(np.array(
         [[r["solve_step"] or r["total_steps"]] for r in runs(without(name)[0])]))
         for name in together}
     order = sorted(together, key=cost.get)
-    out, steps = [order[0]], []
+    out, steps, last = [order[0]], [], iqms(runs(without(order[0])[0]), rliable)
     for name in order[1:]:
         names = (*out, name)
         if len(names) == len(together):  # all of them out: measured above, it moved one
@@ -203,7 +207,9 @@ def one_after_another(results: list, env_id: str, together: tuple, rliable) -> t
         if sorted(r["seed"] for r in runs(label)) != seeds:
             return steps, out, names
         steps.append(names)
-        out += [name] if overlaps(label) else []
+        found = iqms(runs(label), rliable)
+        if not worse(found, preset) and not worse(found, last):
+            out, last = out + [name], found
     return steps, out, None
 
 
@@ -235,7 +241,7 @@ def page(results: list, envs: list, together: dict, turns: dict, rliable) -> tup
             kept_in = [REFINEMENTS[name] for name in together[env_id] if name not in out]
             how = ("All of them at once" if set(out) == set(together[env_id]) else
                    "One after another, the one whose removal alone cost the fewest steps first")
-            lines += ["", f"{how}: out with no interval moving, "
+            lines += ["", f"{how}: out with no interval moving for the worse, "
                       f"{', '.join(REFINEMENTS[name] for name in out)}; kept, "
                       f"{', '.join(kept_in) or 'none'}"
                       + (f" (still to run: {without_several(next_step, 'without')[0]})."
@@ -275,6 +281,19 @@ def plot(figure: dict, path: str) -> None:
     plt.close(fig)
 
 
+def measure(runs: list, what: str, opts) -> list:
+    """The records of these runs: those finished before in opts.out read back (--reuse,
+    --table-only), the others trained (not with --table-only), opts.jobs at a time."""
+    reused = [kept(opts.out, run) if opts.reuse or opts.table_only else None for run in runs]
+    todo = [] if opts.table_only else [run for run, r in zip(runs, reused) if not r]
+    print(f"{what}: {len(runs)} runs ({sum(map(bool, reused))} finished before), records in "
+          f"{opts.out}")
+    for run in todo:
+        run["at_once"] = f"{opts.jobs} at a time"
+    return [r for r in reused if r] + runner.sweep_here(todo, opts.out, {"dqn": DQN_ARGS},
+                                                        opts.jobs)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--envs", nargs="+", default=ENVS, choices=list(dqn.PRESETS))
@@ -291,28 +310,21 @@ def main():
     if rliable is None:
         sys.exit(f"error: the IQM needs rliable ({error}): "
                  "pip install -r benchmarks/requirements.txt")
-    # One refinement out at a time; then, per env, all those out together that changed nothing
-    # measurable alone: they may stand in for one another.
+    # One refinement out at a time; then, per env, all those out together whose removal alone
+    # made nothing worse: they may stand in for one another.
     together, records = {}, []
     for phase in (1, 2):
         runs = plan(opts.envs, opts.seeds, together)
         runs = [run for run in runs if phase == 1 or run["label"].startswith("without all of")]
-        reused = {n: kept(opts.out, run) for n, run in enumerate(runs)} \
-            if opts.reuse or opts.table_only else {}
-        todo = [] if opts.table_only else [run for n, run in enumerate(runs) if not reused.get(n)]
-        done = sum(bool(r) for r in reused.values())
-        print(f"{len(runs)} runs ({done} finished before), records in {opts.out}")
-        for run in todo:
-            run["at_once"] = f"{opts.jobs} at a time"
-        records += [r for r in reused.values() if r] + runner.sweep_here(
-            todo, opts.out, {"dqn": DQN_ARGS}, opts.jobs)
+        what = "the preset, each refinement out, plain DQN" if phase == 1 else "all of them out"
+        records += measure(runs, what, opts)
         results = [runner.analyse(r) for r in records if not r["error"]]
         if phase == 1:
             together = {env_id: neutral(results, env_id, rliable) for env_id in opts.envs}
             for env_id in (e for e in opts.envs if len(together[e]) < 2):
                 print(f"{env_id}: no 'without all of' row: it needs two refinements that alone "
-                      f"moved nothing, every variant at the same seeds, {MIN_SEEDS} or more")
-    # If all of those out together moved an interval: which of them can go, one after another.
+                      f"made nothing worse, every variant at the same seeds, {MIN_SEEDS} or more")
+    # If all of those out together made something worse: which of them can go, one after another.
     turns = {}
     for env_id in (e for e in opts.envs if len(together[e]) > 1):
         tried = []
@@ -325,17 +337,10 @@ def main():
             tried.append(next_step)
             runs = [run for run in plan([env_id], opts.seeds, together, {env_id: [next_step]})
                     if run["label"].startswith("one after another")]
-            reused = [kept(opts.out, run) for run in runs] if opts.reuse or opts.table_only else []
-            reused = [r for r in reused if r]
-            todo = [] if opts.table_only else [run for run in runs if run["seed"] not in
-                                               {r["seed"] for r in reused}]
-            print(f"{runs[0]['label']}: {len(runs)} runs ({len(reused)} finished before)")
-            for run in todo:
-                run["at_once"] = f"{opts.jobs} at a time"
-            trained = runner.sweep_here(todo, opts.out, {"dqn": DQN_ARGS}, opts.jobs)
-            records += reused + trained
+            measured = measure(runs, runs[0]["label"], opts)
+            records += measured
             results = [runner.analyse(r) for r in records if not r["error"]]
-            if any(r["error"] for r in trained):
+            if any(r["error"] for r in measured):
                 break  # (a run failed: said below)
     failed = [r for r in records if r["error"]]
     if not results:

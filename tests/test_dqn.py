@@ -85,19 +85,6 @@ def test_update_target_hard_copy_is_exact_and_polyak_mixes():
     assert torch.equal(target.mlp[-1].weight, online.mlp[-1].weight)
 
 
-@pytest.mark.parametrize("fraction", [1.0, 0.25])
-def test_the_learning_rate_decays_linearly_to_its_end_fraction(tiny_args, monkeypatch, fraction):
-    lrs, adam_step = [], torch.optim.Adam.step
-    monkeypatch.setattr(torch.optim.Adam, "step",
-                        lambda self: (lrs.append(self.param_groups[0]["lr"]), adam_step(self)))
-    dqn.train(tiny_args(learning_rate=0.01, lr_end_fraction=fraction, train_frequency=1, total_timesteps=1000,
-                        learning_starts=100), verbose=False)
-    assert len(lrs) == 900  # one update at each env step from 101 to 1000
-    assert lrs[0] == pytest.approx(0.01 * (1 - (1 - fraction) * 101 / 1000))
-    assert lrs[-1] == pytest.approx(0.01 * fraction)  # at step 1000, the end
-    assert np.allclose(np.diff(lrs), -0.01 * (1 - fraction) / 1000)  # the same step down at every env step
-
-
 def test_gradient_clipping_bounds_the_norm_of_every_gradient_adam_steps_with(tiny_args, monkeypatch):
     """--max-grad-norm: at every Adam step the gradient's global norm is at most the bound. The
     same run unclipped has larger norms, so a loop that ignored the flag fails here."""
@@ -116,21 +103,16 @@ def test_gradient_clipping_bounds_the_norm_of_every_gradient_adam_steps_with(tin
     assert max(clipped) <= 0.5 * (1 + 1e-5) and sorted(norms)[len(norms) // 2] > 0.5
 
 
-def test_gradient_steps_is_the_number_of_updates_per_round_and_layer_norm_is_in_the_network(
-        tiny_args, monkeypatch):
+def test_gradient_steps_is_the_number_of_updates_per_round(tiny_args, monkeypatch):
     """--gradient-steps k: k optimizer steps each time global_step passes a multiple of
-    --train-frequency, so a run makes k times the updates; --layer-norm: a LayerNorm after each
-    hidden layer of the trained network. A loop that ignored either fails here."""
+    --train-frequency, so a run makes k times the updates. A loop that ignored it fails here."""
     steps, adam_step = [], torch.optim.Adam.step
     monkeypatch.setattr(torch.optim.Adam, "step", lambda self: steps.append(1) or adam_step(self))
     counts = []
     for k in (1, 3):
         steps.clear()
-        results = dqn.train(tiny_args(gradient_steps=k, layer_norm=k == 3, hidden_sizes=(16, 8)),
-                            verbose=False)
+        dqn.train(tiny_args(gradient_steps=k), verbose=False)
         counts.append(len(steps))
-        norms = [m for m in results.q_network.modules() if isinstance(m, torch.nn.LayerNorm)]
-        assert [m.normalized_shape for m in norms] == ([(16,), (8,)] if k == 3 else [])
     assert counts[0] > 40 and counts[1] == 3 * counts[0]
 
 
@@ -454,7 +436,7 @@ def test_bad_input_is_one_line_and_exit_code_2(monkeypatch, capsys, tmp_path, ar
     (["--loss", "foo"], "foo"),
     (["--total-timesteps", "abc"], "--total-timesteps"),
     (["--gamma", "1.5"], "--gamma 1.5"),
-    (["--lr-end-fraction", "1.5"], "--lr-end-fraction 1.5"),
+    (["--tau", "1.5"], "--tau 1.5"),
     (["--checkpoint-every", "-1"], "--checkpoint-every -1"),
     (["--hidden-sizes", "64", "0"], "--hidden-sizes (64, 0)"),
     (["--learning-rat", "0.1"], "--learning-rate"),  # tyro suggests the nearest flag
@@ -489,11 +471,10 @@ def test_missing_optional_package_says_what_to_install(monkeypatch, capsys, tmp_
 
 
 def test_preset_switches_are_flags_that_override_the_preset():
-    parse = lambda *argv: dqn.parse_args(["--env-id", "LunarLander-v3", *argv])  # noqa: E731
-    assert parse().layer_norm is True and parse().double_q is True  # LunarLander's preset
-    assert parse("--no-layer-norm").layer_norm is False
+    parse = lambda *argv: dqn.parse_args(["--env-id", "CartPole-v1", *argv])  # noqa: E731
+    assert parse().n_step == 10 and parse().loss == "mse"  # CartPole's preset
+    assert parse("--n-step", "1").n_step == 1 and parse("--loss", "huber").loss == "huber"
     assert parse("--double-q").double_q is True and parse("--no-double-q").double_q is False
-    assert dqn.parse_args(["--env-id", "CartPole-v1", "--layer-norm"]).layer_norm
     assert dqn.parse_args(["--env-id=Acrobot-v1", "--seed", "3"]) == dqn.preset_args("Acrobot-v1", seed=3)
     assert dqn.parse_args([]) == dqn.preset_args("CartPole-v1")  # the default env's preset
     assert dqn.parse_args(["--env-id", "FrozenLake-v1"]) == dqn.Args(env_id="FrozenLake-v1")  # no preset
