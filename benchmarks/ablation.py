@@ -1,6 +1,6 @@
 """What each of dqn.py's refinements buys: every preset against itself, refinements taken out.
 
-    python benchmarks/ablation.py                        # CartPole, Acrobot, LunarLander x 10 seeds
+    python benchmarks/ablation.py                        # the 4 classic-control envs x 10 seeds
     python benchmarks/ablation.py --envs CartPole-v1 --seeds 20 --reuse   # 10 more seeds each
     python benchmarks/ablation.py --table-only           # the page again, from the kept runs
 
@@ -44,7 +44,7 @@ REFINEMENTS = {
     "tau": "Polyak target updates", "num_envs": "several envs",  # (tau 1: copies, as often)
     "gradient_steps": "gradient steps per round", "hidden_sizes": "wider hidden layers",
     "loss": "MSE loss", "max_grad_norm": "gradient clipping", "adam_eps": "Adam's epsilon"}
-ENVS = ["CartPole-v1", "Acrobot-v1", "LunarLander-v3"]
+ENVS = ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "LunarLander-v3"]
 MIN_SEEDS = 10  # below this, intervals are too wide to call a refinement neutral
 DQN_ARGS = ["--no-save-model", "--checkpoint-every", "0"]  # every run: nothing but its records
 DQN_FLAGS = ["save_model", "checkpoint_every"]  # the Args that DQN_ARGS sets
