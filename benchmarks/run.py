@@ -374,12 +374,14 @@ def iqm_and_mean(scores: np.ndarray, rliable) -> dict:
     library, metrics = rliable
     outside = np.random.get_state()  # rliable resamples with numpy's global generator (its
     np.random.seed(0)  # random_state is not used for that): seeded here, the same table every time
-    with warnings.catch_warnings():  # arch deprecates the random_state that rliable passes on
-        warnings.simplefilter("ignore", FutureWarning)
-        point, interval = library.get_interval_estimates(
-            {"scores": scores}, lambda s: np.array([metrics.aggregate_iqm(s), metrics.aggregate_mean(s)]),
-            reps=BOOTSTRAP_REPS, random_state=np.random.RandomState(0))
-    np.random.set_state(outside)
+    try:
+        with warnings.catch_warnings():  # arch deprecates the random_state rliable passes on
+            warnings.simplefilter("ignore", FutureWarning)
+            point, interval = library.get_interval_estimates(
+                {"scores": scores}, lambda s: np.array([metrics.aggregate_iqm(s), metrics.aggregate_mean(s)]),
+                reps=BOOTSTRAP_REPS, random_state=np.random.RandomState(0))
+    finally:
+        np.random.set_state(outside)
     (iqm, mean), (low, high) = point["scores"], interval["scores"]
     return {"iqm": (iqm, low[0], high[0]), "mean": (mean, low[1], high[1])}
 
