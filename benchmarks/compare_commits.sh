@@ -22,16 +22,15 @@ git worktree add --quiet --detach "$TMP/old" "$OLD"
 solved() {  # "solved at S s (step N)" from the metrics.csv of the run in directory $1
     "$PYTHON" - "$1" <<'PY'
 import csv, glob, sys
+import numpy as np
 sys.path.insert(0, "benchmarks")
-from run import THRESHOLDS
+from run import solve_index
 try:
     path = glob.glob(sys.argv[1] + "/*/metrics.csv")[0]
     rows, env = list(csv.DictReader(open(path))), path.split("/")[-2].split("__")[0]
-    returns = [float(r["return"]) for r in rows]
-    at = [r for n, r in enumerate(rows) if n >= 19 and
-          sum(returns[n - 19:n + 1]) / 20 >= THRESHOLDS.get(env, float("inf"))]
-    print(f"solved at {float(at[0]['time_s']):.2f} s (step {at[0]['step']})" if at else
-          "not solved")
+    n = solve_index(np.array([float(r["return"]) for r in rows]), env)
+    print("not solved" if n is None else
+          f"solved at {float(rows[n]['time_s']):.2f} s (step {rows[n]['step']})")
 except (IndexError, KeyError, ValueError):  # no metrics.csv, or one without time_s
     print("solved at: n/a")
 PY

@@ -320,6 +320,15 @@ def trailing_mean(returns: np.ndarray) -> np.ndarray:
     return np.array([returns[max(0, i - WINDOW + 1):i + 1].mean() for i in range(len(returns))])
 
 
+def solve_index(returns: np.ndarray, env_id: str) -> int | None:
+    """The episode at which the last WINDOW episodes first average the env's threshold (the
+    index into `returns`), or None: never, or an env without a threshold."""
+    threshold = THRESHOLDS.get(env_id, np.inf)
+    solved = np.flatnonzero(trailing_mean(returns) >= threshold)
+    solved = solved[solved >= WINDOW - 1]
+    return int(solved[0]) if len(solved) else None
+
+
 def analyse(run: dict) -> dict:
     """Per-run figures from the recorder's episodes.csv and the driver's summary.json."""
     with open(os.path.join(run["run_dir"], "episodes.csv")) as f:
@@ -329,11 +338,7 @@ def analyse(run: dict) -> dict:
     steps = np.array([int(r["step"]) for r in rows], dtype=np.int64)
     seconds = np.array([float(r["seconds"]) for r in rows])  # since the process was launched
     returns = np.array([float(r["return"]) for r in rows])
-    trailing = trailing_mean(returns)
-    threshold = THRESHOLDS.get(run["env_id"])
-    solved = np.flatnonzero((trailing >= threshold) & (np.arange(len(returns)) >= WINDOW - 1)) \
-        if threshold is not None else np.array([], dtype=int)
-    first = solved[0] if len(solved) else None
+    trailing, first = trailing_mean(returns), solve_index(returns, run["env_id"])
     loop_s = (summary["last_step_s"] or 0) - (summary["first_step_s"] or 0)
     return {**run,
             "steps": steps.tolist(), "seconds": seconds.tolist(), "returns": returns.tolist(),

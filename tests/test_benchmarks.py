@@ -171,6 +171,19 @@ def test_random_scores_are_what_random_policy_score_measures():
         assert round(run.random_policy_score(env_id), 1) == score, env_id
 
 
+def test_an_env_is_solved_at_the_first_episode_whose_last_20_average_its_threshold():
+    """run.py's table and compare_commits.sh both count "solved" with this one rule."""
+    import run
+
+    # CartPole's threshold is 475: 19 games of 0, then 500s; at game 37, the last 20 are one 0
+    # and nineteen 500s, whose average is 475.0: enough
+    returns = np.array([0.0] * 19 + [500.0] * 30)
+    assert run.solve_index(returns, "CartPole-v1") == 37
+    assert run.solve_index(returns[:37], "CartPole-v1") is None
+    assert run.solve_index(np.full(25, 500.0), "CartPole-v1") == 19  # 20 episodes at least
+    assert run.solve_index(returns, "MyEnv-v0") is None  # no threshold: never solved
+
+
 def test_iqm_is_the_mean_of_the_middle_half():
     """Four runs: the IQM drops the best and the worst; the interval holds the point estimate."""
     import run
