@@ -74,6 +74,29 @@ def test_sticky_actions_are_off_by_default_and_on_by_flag():
     assert not np.array_equal(rollout(), rollout(repeat_action_probability=0.25))
 
 
+def test_each_preprocessing_flag_reaches_the_env():
+    """A flag that make_env dropped on its way to ale-py would pass every other test. Each one,
+    set off its default, changes the frames of the same seeded random play; --no-clip-rewards
+    gives the learner Space Invaders' real points (5 to 30 an alien), and clipping their sign."""
+    def rollout(env_id="BreakoutNoFrameskip-v4", **overrides):
+        envs = dqn_atari.make_env(dqn_atari.Args(env_id=env_id, **overrides), 1)
+        frames, rewards, rng = [envs.reset(seed=3)[0]], set(), np.random.default_rng(0)
+        for _ in range(150):
+            obs, reward, *_ = envs.step(rng.integers(0, envs.single_action_space.n, size=1))
+            frames.append(obs)
+            rewards.add(float(reward[0]))
+        envs.close()
+        return np.stack(frames), rewards
+
+    default, _ = rollout()
+    changed = dict(noop_max=0, frame_skip=2, fire_reset=False, frame_size=64, frame_stack=2,
+                   max_episode_frames=200)  # (200 frames: the game is cut after 50 steps)
+    for flag, value in changed.items():
+        assert not np.array_equal(rollout(**{flag: value})[0], default), flag
+    assert rollout("SpaceInvadersNoFrameskip-v4")[1] == {0.0, 1.0}
+    assert max(rollout("SpaceInvadersNoFrameskip-v4", clip_rewards=False)[1]) >= 5
+
+
 @pytest.mark.parametrize("episodic_life", [True, False])
 def test_lost_life_is_terminal_for_learning_only_and_returns_are_whole_games(tmp_path, episodic_life):
     """Smoke run on a real ROM, random play: a Breakout game has 5 lives."""
