@@ -105,15 +105,34 @@ def test_gradient_clipping_bounds_the_norm_of_every_gradient_adam_steps_with(tin
 
 def test_gradient_steps_is_the_number_of_updates_per_round(tiny_args, monkeypatch):
     """--gradient-steps k: k optimizer steps each time global_step passes a multiple of
-    --train-frequency, so a run makes k times the updates. A loop that ignored it fails here."""
+    --train-frequency, so a run makes k times the updates, and half of them with rounds twice
+    as far apart. A loop that ignored either flag fails here."""
     steps, adam_step = [], torch.optim.Adam.step
     monkeypatch.setattr(torch.optim.Adam, "step", lambda self: steps.append(1) or adam_step(self))
     counts = []
-    for k in (1, 3):
+    rounds_twice_as_far = dict(train_frequency=2 * tiny_args().train_frequency)
+    for flags in (dict(), dict(gradient_steps=3), rounds_twice_as_far):
         steps.clear()
-        dqn.train(tiny_args(gradient_steps=k), verbose=False)
+        dqn.train(tiny_args(**flags), verbose=False)
         counts.append(len(steps))
-    assert counts[0] > 40 and counts[1] == 3 * counts[0]
+    assert counts[0] > 40 and counts[1] == 3 * counts[0] and abs(2 * counts[2] - counts[0]) <= 2
+
+
+def test_an_n_step_return_bootstraps_with_gamma_to_the_n():
+    """R already sums n discounted rewards, so the value after them counts gamma ** n: with Q = 10
+    everywhere, R = 1, n = 3 and gamma 0.9 the target is 1 + 0.729 * 10 = 8.29."""
+    args = dqn.Args(n_step=3, gamma=0.9, loss="mse", hidden_sizes=(4,))
+    q_network = dqn.QNetwork(gym.spaces.Box(-1, 1, (2,)), 2, args)
+    with torch.no_grad():
+        for p in q_network.parameters():
+            p.zero_()
+        q_network.mlp[-1].bias.fill_(10.0)
+    target_network = dqn.copy.deepcopy(q_network)
+    batch = (torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), torch.ones(1), torch.zeros(1, 2),
+             torch.zeros(1))
+    optimizer = torch.optim.SGD(q_network.parameters(), lr=0.0)
+    loss, mean_q = dqn.gradient_step(q_network, target_network, optimizer, batch, args)
+    assert mean_q == 10.0 and loss == pytest.approx((10.0 - 8.29) ** 2)
 
 
 @pytest.mark.parametrize("tau", [1.0, 0.5])
