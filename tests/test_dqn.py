@@ -1,5 +1,6 @@
 """The spec of dqn.py: each test names the behaviour it protects."""
 
+import copy
 import csv
 import json
 import os
@@ -127,7 +128,7 @@ def test_an_n_step_return_bootstraps_with_gamma_to_the_n():
         for p in q_network.parameters():
             p.zero_()
         q_network.mlp[-1].bias.fill_(10.0)
-    target_network = dqn.copy.deepcopy(q_network)
+    target_network = copy.deepcopy(q_network)
     batch = (torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), torch.ones(1), torch.zeros(1, 2),
              torch.zeros(1))
     optimizer = torch.optim.SGD(q_network.parameters(), lr=0.0)
