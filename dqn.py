@@ -246,7 +246,7 @@ def td_loss(q_network, target_network, batch, discount: float, loss: str, double
 
 
 def gradient_step(q_network, target_network, optimizer, batch, args: Args) -> tuple:
-    """One Adam step towards the n-step TD target; returns the loss and the batch's mean Q(s, a).
+    """One optimizer step towards the n-step TD target; returns the loss and the batch's mean Q.
     A NaN or infinite loss is returned without a step, so the weights stay finite."""
     discount = args.gamma ** args.n_step
     loss, q = td_loss(q_network, target_network, batch, discount, args.loss, args.double_q)
@@ -315,10 +315,16 @@ class State:
     metrics_bytes: int = 0  # the length of metrics.csv at the checkpoint
 
 
+def make_optimizer(params, args: Args, device: torch.device) -> torch.optim.Optimizer:
+    """Adam, fused (one kernel for all the weights) where the device has it: faster."""
+    return torch.optim.Adam(params, lr=args.learning_rate, eps=args.adam_eps,
+                            fused=device.type in ("cpu", "cuda"))
+
+
 def train(args: Args, make_env=make_env, QNetwork=QNetwork, ReplayBuffer=ReplayBuffer,
-          verbose: bool = True) -> "Results":
-    """Train a Q-network on args.env_id, or go on with the run saved in args.resume.
-    dqn_atari.py passes its make_env, QNetwork and ReplayBuffer. verbose=False prints nothing."""
+          make_optimizer=make_optimizer, verbose: bool = True) -> "Results":
+    """Train a Q-network on args.env_id, or go on with the run saved in args.resume. dqn_atari.py
+    passes its make_env, QNetwork, ReplayBuffer, make_optimizer. verbose=False prints nothing."""
     say = print if verbose else lambda *_, **__: None
     args, checkpoint = load_checkpoint(args) if args.resume else (args, None)
     device, seeds = check_setup(args, make_env), run_seeds(args.seed)
@@ -331,8 +337,7 @@ def train(args: Args, make_env=make_env, QNetwork=QNetwork, ReplayBuffer=ReplayB
         obs_space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
         q_network = QNetwork(obs_space, n_actions, args).to(device)
         target_network = copy.deepcopy(q_network)
-        optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate,  # fused: faster
-                                     eps=args.adam_eps, fused=device.type in ("cpu", "cuda"))
+        optimizer = make_optimizer(q_network.parameters(), args, device)
         rb = ReplayBuffer(obs_space, args, seeds["replay"])
         state = State(np.random.default_rng(seeds["explore"]), args.learning_starts)
         modules = dict(q_network=q_network, target_network=target_network, optimizer=optimizer)
@@ -464,9 +469,9 @@ def check_env(envs, env_id: str) -> None:
     if not error and not isinstance(actions, gym.spaces.Discrete):
         error = f"DQN needs Discrete actions, {env_id} has {actions}: try SAC or TD3 for these"
     if not error and actions.start != 0:  # the network's outputs are actions 0 .. n-1
-        error = f"{env_id} has actions {actions}: dqn.py needs them numbered from 0"
+        error = f"{env_id} has actions {actions}: DQN needs them numbered from 0"
     if not error and not isinstance(observations, gym.spaces.Box | gym.spaces.Discrete):
-        error = f"{env_id} observes {observations}: dqn.py needs Box or Discrete observations"
+        error = f"{env_id} observes {observations}: DQN needs Box or Discrete observations"
     if error:
         envs.close()
         raise UsageError(error)

@@ -1,20 +1,21 @@
 """DQN from Atari pixels: what pixels add to dqn.py, which must stand beside this file.
 
 Here s is the stack of the last 4 preprocessed frames (84x84 grayscale) and Q the Nature
-paper's convolutional net (Mnih et al. 2015). This file holds only what pixels change: the
-Atari settings, make_env (ale-py's AtariVectorEnv), the learning signal (a lost life is
-terminal, rewards are clipped; returns stay whole games), the CNN, and a replay buffer that
-stores each frame once. The loop, the update, the evaluation and the rest are dqn.py's.
+paper's convolutional net (Mnih et al. 2015). This file holds only what Atari changes: the
+paper's settings, make_env (ale-py's AtariVectorEnv), the learning signal (lost lives, clipped
+rewards), the CNN, and a replay buffer that stores each frame once; the rest is dqn.py's.
 
-    python dqn_atari.py --env-id BreakoutNoFrameskip-v4   # CleanRL's settings; --help: every flag
+    python dqn_atari.py --env-id BreakoutNoFrameskip-v4   # the paper's settings; --help: every flag
     python dqn_atari.py --env-id ALE/Pong-v5 --preset atari100k   # DrQ(epsilon)'s, 100k steps
     python dqn_atari.py --eval-only runs/<run>            # evaluate a trained network again
 """
 
 import dataclasses
+import functools
 import math
 import os
 import sys
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -27,21 +28,22 @@ import dqn
 
 @dataclasses.dataclass
 class Args(dqn.Args):
-    """dqn_atari.py's settings. --preset atari100k starts from DrQ(epsilon)'s (PRESETS)."""
-    # CleanRL's settings for the Nature DQN (but Huber), where they differ from dqn.py's: not
-    # the paper's Extended Data Table 1 (Mnih et al. 2015), which docs/atari.md sets beside them
+    """The Nature paper's settings (Mnih et al. 2015: Extended Data Table 1 and its evaluation, in
+    agent steps) where they differ from dqn.py's. --preset atari100k: DrQ(epsilon)'s (PRESETS)."""
     env_id: str = "BreakoutNoFrameskip-v4"  # ALE/Breakout-v5 gets the same preprocessing
-    total_timesteps: int = 10_000_000  # env steps (4 frames each), summed over all envs
-    learning_rate: float = 1e-4  # Adam learning rate
+    total_timesteps: int = 12_500_000  # env steps (4 frames each: 50M), summed over all envs
+    optimizer: Literal["rmsprop", "adam"] = "rmsprop"  # rmsprop: the paper's (make_optimizer)
+    learning_rate: float = 2.5e-4  # the optimizer's learning rate
     batch_size: int = 32  # transitions per gradient update
     buffer_size: int = 1_000_000  # replay capacity in env steps (1M: 7.1 GB, each frame once)
-    learning_starts: int = 80_000  # env steps collected before the first gradient update
-    target_network_frequency: int = 1_000  # env steps between two target-network updates
+    learning_starts: int = 50_000  # env steps collected before the first gradient update
+    target_network_frequency: int = 10_000  # env steps between two target-network updates
     hidden_sizes: tuple[int, ...] = (512,)  # widths of the hidden layers after the CNN
-    end_e: float = 0.01  # epsilon after the decay
-    exploration_fraction: float = 0.10  # fraction of total_timesteps over which epsilon decays
-    eval_epsilon: float = 0.05  # epsilon of the evaluation policy (the Nature paper's)
-    eval_max_steps: int = 27_000  # evaluation games are cut short here (108k frames)
+    end_e: float = 0.1  # epsilon after the decay
+    exploration_fraction: float = 0.08  # fraction of total_timesteps over which epsilon decays
+    eval_episodes: int = 30  # games played by the trained network
+    eval_epsilon: float = 0.05  # epsilon of the evaluation policy
+    eval_max_steps: int = 4_500  # evaluation games are cut short here (5 minutes, 18k frames)
     log_interval: int = 10_000  # env steps between two progress lines
     device: str = "cuda" if torch.cuda.is_available() else "cpu"  # torch device
     torch_threads: int = os.cpu_count() or 1  # CPU threads for torch; 1 when runs share cores
@@ -80,9 +82,9 @@ RANGES = {**dqn.RANGES, "frame_skip": (1, math.inf), "frame_stack": (1, math.inf
 # its Double DQN changes nothing when the target is the online net; epsilon 0.01 from 6,600).
 PRESETS = {"atari100k": dict(
     total_timesteps=100_000, buffer_size=100_000, learning_starts=1_600, train_frequency=1,
-    target_network_frequency=1, n_step=10, dueling=True, adam_eps=1.5e-4,
-    exploration_fraction=0.066, random_shift=4, eval_epsilon=0.001, eval_episodes=30,
-    log_interval=5_000, checkpoint_every=25_000)}
+    target_network_frequency=1, n_step=10, dueling=True, optimizer="adam", learning_rate=1e-4,
+    adam_eps=1.5e-4, end_e=0.01, exploration_fraction=0.066, random_shift=4, eval_epsilon=0.001,
+    eval_max_steps=27_000, log_interval=5_000, checkpoint_every=25_000)}
 
 
 def make_env(args: Args, num_envs: int, evaluation: bool = False) -> gym.vector.VectorEnv:
@@ -90,31 +92,25 @@ def make_env(args: Args, num_envs: int, evaluation: bool = False) -> gym.vector.
 
     Observations are (frame_stack, frame_size, frame_size) uint8, the newest frame last, a new
     game's stack zero-padded. Only the game is taken from the id (ALE/Breakout-v5 gets no built-in
-    frame skip or sticky actions); another id must give such stacks (the tests' synthetic env).
-    RecordEpisodeStatistics counts whole games with their real scores; LearningSignal, above it,
-    gives the agent lost lives and clipped rewards (but not in evaluation)."""
-    try:
-        spec = dqn.atari_spec(args.env_id)  # None: another env (yours, a module:Id too)
-        if spec:
-            envs = AtariVectorEnv(
-                spec.kwargs["game"], num_envs, frameskip=args.frame_skip, maxpool=True,
-                grayscale=True, img_height=args.frame_size, img_width=args.frame_size,
-                stack_num=args.frame_stack, noop_max=args.noop_max,
-                use_fire_reset=args.fire_reset, reward_clipping=False,
-                episodic_life=False,  # True would restart the whole game at a lost life
-                repeat_action_probability=args.repeat_action_probability,
-                max_num_frames_per_episode=args.max_episode_frames,
-                autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
-        else:
-            envs = gym.make_vec(args.env_id, num_envs, vectorization_mode="sync")
-    except (gym.error.Error, ImportError) as e:  # an unknown id, game or module
-        raise dqn.UsageError(f"cannot make env {args.env_id!r}: {str(e).splitlines()[0]}") from None
-    space, actions = envs.single_observation_space, envs.single_action_space
-    if not (space.dtype == np.uint8 and len(space.shape) == 3 and min(space.shape[1:]) >= 36
-            and isinstance(actions, gym.spaces.Discrete) and actions.start == 0):
-        envs.close()
-        raise dqn.UsageError(f"{args.env_id} is not an Atari env (ALE/<Game>-v5) nor one of "
-                             f"Discrete(n) actions, uint8 stacks ({actions}, {space}): use dqn.py")
+    frame skip or sticky actions); another id must give such stacks (the tests' synthetic env)."""
+    spec = dqn.atari_spec(args.env_id)  # None: not an id of ale-py's
+    if spec:
+        envs = AtariVectorEnv(
+            spec.kwargs["game"], num_envs, frameskip=args.frame_skip, maxpool=True,
+            grayscale=True, img_height=args.frame_size, img_width=args.frame_size,
+            stack_num=args.frame_stack, noop_max=args.noop_max,
+            use_fire_reset=args.fire_reset, reward_clipping=False,
+            episodic_life=False,  # True would restart the whole game at a lost life
+            repeat_action_probability=args.repeat_action_probability,
+            max_num_frames_per_episode=args.max_episode_frames,
+            autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    else:  # yours (a module:Id too), through dqn.py's checks (its frames: LearningSignal.render)
+        envs = dqn.make_env(args, num_envs)
+        space = envs.single_observation_space  # stacks of frames, as the Atari envs give
+        if not (space.dtype == np.uint8 and len(space.shape) == 3 and min(space.shape[1:]) >= 36):
+            envs.close()
+            raise dqn.UsageError(f"{args.env_id} is not an Atari env (ALE/<Game>-v5) nor one of "
+                                 f"uint8 frame stacks ({space}): use dqn.py")
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
     learning = not evaluation
     return LearningSignal(envs, args.episodic_life and learning, args.clip_rewards and learning)
@@ -285,15 +281,19 @@ def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return (tensor.pin_memory() if cuda else tensor).to(device, non_blocking=cuda)
 
 
-PARTS = dict(make_env=make_env, QNetwork=QNetwork, ReplayBuffer=ReplayBuffer)  # for dqn.py
+def make_optimizer(params, args: Args, device: torch.device) -> torch.optim.Optimizer:
+    """Adam (dqn.py's), or the paper's centred RMSProp as close as torch's comes: eps after the
+    root, where the paper's is inside; sqrt(0.01) / batch_size keeps its floor (docs/atari.md)."""
+    if args.optimizer == "adam":
+        return dqn.make_optimizer(params, args, device)
+    return torch.optim.RMSprop(params, args.learning_rate, alpha=0.95, eps=0.1 / args.batch_size,
+                               centered=True)
 
 
-def train(args: Args, verbose: bool = True) -> dqn.Results:
-    return dqn.train(args, **PARTS, verbose=verbose)
-
-
-def main() -> None:
-    dqn.main(Args, PRESETS, named=True, **PARTS)
+PARTS = dict(make_env=make_env, QNetwork=QNetwork, ReplayBuffer=ReplayBuffer,
+             make_optimizer=make_optimizer)  # for dqn.py
+train = functools.partial(dqn.train, **PARTS)  # train(args, verbose=True) -> dqn.Results
+main = functools.partial(dqn.main, Args, PRESETS, named=True, **PARTS)  # python dqn_atari.py
 
 
 if __name__ == "__main__":

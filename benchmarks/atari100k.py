@@ -189,10 +189,9 @@ def profile(steps: int) -> str:
     space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
     q_network = dqn_atari.QNetwork(space, n_actions, args)
     target_network = dqn_atari.QNetwork(space, n_actions, args)
-    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate,
-                                 eps=args.adam_eps, fused=True)
-    rb = dqn_atari.ReplayBuffer(space, args, seed=0)
     rng, device = np.random.default_rng(0), torch.device("cpu")
+    optimizer = dqn_atari.make_optimizer(q_network.parameters(), args, device)  # the preset's Adam
+    rb = dqn_atari.ReplayBuffer(space, args, seed=0)
     obs, _ = envs.reset(seed=0)
     autoreset = np.zeros(1, bool)
     for _ in range(args.learning_starts):

@@ -100,7 +100,8 @@ def update_ms(configs, updates):
 
 def training_steps_per_s(learning_starts, train_steps, out, threads=0, device="cpu", num_envs=1, bf16=False):
     """Steps/s between the first and last game that ended after learning started."""
-    args = dqn_atari.Args(
+    args = dqn_atari.Args(  # CleanRL's settings (the defaults are the Nature paper's)
+        optimizer="adam", learning_rate=1e-4, target_network_frequency=1_000,
         env_id=ENV_ID, total_timesteps=learning_starts + train_steps, learning_starts=learning_starts,
         buffer_size=1_000_000, start_e=0.92, end_e=0.92, eval_episodes=0, save_model=False,
         output_dir=out, log_interval=10**9, device=device, torch_threads=threads or os.cpu_count(),

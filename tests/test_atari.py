@@ -495,8 +495,10 @@ def test_preset_atari100k_is_drq_epsilons_settings_on_the_command_line_and_in_py
     assert args == dqn.preset_args("ALE/Pong-v5", dqn_atari.Args, dqn_atari.PRESETS, preset="atari100k")
     assert args.env_id == "ALE/Pong-v5"
     assert (args.n_step, args.total_timesteps, args.random_shift, args.dueling) == (10, 100_000, 4, True)
-    assert (args.eval_episodes, args.eval_epsilon) == (30, 0.001)
-    assert args.batch_size == 32 and args.learning_rate == 1e-4  # the defaults it keeps
+    assert (args.eval_episodes, args.eval_epsilon, args.eval_max_steps) == (30, 0.001, 27_000)
+    assert (args.optimizer, args.learning_rate, args.adam_eps) == ("adam", 1e-4, 1.5e-4)
+    assert (args.learning_starts, args.end_e, args.exploration_fraction) == (1_600, 0.01, 0.066)
+    assert args.batch_size == 32 and args.target_network_frequency == 1  # (its online target)
 
 
 def test_a_flag_overrides_the_preset_and_without_a_preset_the_defaults_stand():
@@ -509,7 +511,62 @@ def test_a_flag_overrides_the_preset_and_without_a_preset_the_defaults_stand():
     assert parse("--env-id", "ALE/Pong-v5") == dqn_atari.Args(env_id="ALE/Pong-v5")
     defaults = dqn_atari.Args()
     assert (defaults.n_step, defaults.random_shift, defaults.dueling) == (1, 0, False)
-    assert defaults.total_timesteps == 10_000_000
+    assert defaults.total_timesteps == 12_500_000
+
+
+# The Nature paper's Extended Data Table 1 (Mnih et al. 2015), in agent steps (4 frames each) as
+# in DeepMind's code, and its evaluation: 30 games of up to 5 minutes at epsilon 0.05.
+NATURE = dict(batch_size=32, buffer_size=1_000_000, frame_stack=4, target_network_frequency=10_000,
+              gamma=0.99, frame_skip=4, train_frequency=4, learning_rate=2.5e-4, start_e=1.0,
+              end_e=0.1, learning_starts=50_000, noop_max=30, optimizer="rmsprop", loss="huber",
+              eval_episodes=30, eval_epsilon=0.05, eval_max_steps=4_500)
+
+
+def test_the_defaults_are_the_nature_papers_settings():
+    args = dqn_atari.Args()
+    assert {name: getattr(args, name) for name in NATURE} == NATURE
+    assert args.exploration_fraction * args.total_timesteps == 1_000_000  # epsilon's decay
+    assert args.total_timesteps * args.frame_skip == 50_000_000  # frames
+    assert (args.n_step, args.double_q, args.dueling, args.tau, args.gradient_steps) == (1, False, False, 1.0, 1)
+
+
+def test_rmsprop_steps_are_within_a_root_2_of_the_papers_centred_rmsprop():
+    """The paper's update, as DeepMind's code has it, on gradients summed over the batch:
+    w -= lr g / sqrt(mean(g^2) - mean(g)^2 + 0.01), the means decaying by 0.95. torch's RMSprop
+    on the batch's mean gradient, with its eps after the root, is never faster and at least
+    1/sqrt(2) as fast; as fast where the gradient's variance is far from the floor either way."""
+    args, generator = dqn_atari.Args(), torch.Generator().manual_seed(0)
+    w = torch.zeros(3_000, requires_grad=True)
+    optimizer = dqn_atari.make_optimizer([w], args, torch.device("cpu"))
+    scales = torch.logspace(-6, 2, 3_000)  # gradient sizes from far below the floor to far above
+    g, g2, ratios = torch.zeros(3_000).double(), torch.zeros(3_000).double(), []
+    for _ in range(50):
+        summed = scales * torch.randn(3_000, generator=generator)  # summed over the batch of 32
+        w.grad = summed / args.batch_size  # the mean loss's gradient
+        with torch.no_grad():
+            w.zero_()  # (w is then the step itself, to float32's precision)
+        optimizer.step()
+        g, g2 = 0.95 * g + 0.05 * summed.double(), 0.95 * g2 + 0.05 * summed.double()**2
+        paper = -args.learning_rate * summed.double() / (g2 - g**2 + 0.01).sqrt()
+        ratios.append(w.detach().double() / paper)
+    ratios = torch.stack(ratios)
+    assert ratios.min() >= 2**-0.5 - 1e-3 and ratios.max() <= 1 + 1e-3
+    assert ratios[:, :300].min() > 0.99 and ratios[10:, -100:].min() > 0.99  # far from the floor
+    assert ratios.min() < 0.8  # (and near it, slower: this is not the paper's exact optimizer)
+
+
+@pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
+def test_train_steps_the_optimizer_that_optimizer_names(tmp_path, optimizer):
+    """As saved in the checkpoint: the paper's RMSProp (centred, 0.95, its floor), or Adam."""
+    args = atari_args(tmp_path, optimizer=optimizer, checkpoint_every=650, learning_rate=3e-4)
+    results = dqn_atari.train(args, verbose=False)
+    saved = torch.load(os.path.join(results.output_dir, "checkpoint.pt"), weights_only=True)
+    group = saved["modules"]["optimizer"]["param_groups"][0]
+    assert saved["modules"]["optimizer"]["state"] and group["lr"] == 3e-4  # it took steps
+    if optimizer == "rmsprop":
+        assert (group["centered"], group["alpha"], group["eps"]) == (True, 0.95, 0.1 / 32)
+    else:
+        assert "betas" in group and group["eps"] == args.adam_eps
 
 
 def test_a_preset_is_applied_one_way_only_so_settings_never_name_one_and_run_another():
