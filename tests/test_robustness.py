@@ -167,7 +167,7 @@ def test_tiny_budgets_train_without_error(tmp_path, overrides):
     assert results.args.total_timesteps == overrides.get("total_timesteps", 400)
 
 
-def test_evaluation_of_a_looping_policy_ends(tmp_path, capsys):
+def test_evaluation_of_a_looping_policy_ends_and_acts_with_eval_epsilon(tmp_path, capsys):
     """CliffWalking has no time limit; a policy that walks into the wall never ends an episode."""
     args = dqn.Args(env_id="CliffWalking-v1", eval_episodes=2, eval_max_steps=300)
     q_network = dqn.QNetwork(gym.spaces.Discrete(48), 4, dqn.Args(hidden_sizes=()))
@@ -177,6 +177,8 @@ def test_evaluation_of_a_looping_policy_ends(tmp_path, capsys):
     returns = dqn.evaluate(q_network, args, torch.device("cpu"))
     assert returns == [-300.0, -300.0]
     assert "2 of 2 evaluation episodes were cut short at --eval-max-steps 300" in capsys.readouterr().out
+    args.eval_epsilon = 1.0  # --eval-epsilon: every action random, off the wall (into the cliff)
+    assert all(r != -300.0 for r in dqn.evaluate(q_network, args, torch.device("cpu")))
 
 
 # ---------------------------------------------------------------------------
