@@ -651,6 +651,9 @@ def restore(checkpoint: dict, args: Args, state: State, modules: dict, rb) -> No
     try:
         state.explore_rng.bit_generator.state = saved["explore_rng"]
         saved["last_q"]  # noqa: B018  (older versions' checkpoints have no mean Q: refused)
+        saved_group = checkpoint["modules"]["optimizer"]["param_groups"][0]
+        if set(saved_group) - set(modules["optimizer"].param_groups[0]):  # another optimizer's
+            raise KeyError("optimizer")
         for name, m in modules.items():
             m.load_state_dict(checkpoint["modules"][name])
     except (KeyError, TypeError, ValueError, RuntimeError):  # another network than its args make

@@ -243,6 +243,23 @@ def test_atari_resume_starts_new_games_in_the_buffer(tmp_path, monkeypatch):
     assert resumed.episode_returns[:len(stopped.episode_returns)] == stopped.episode_returns
 
 
+def test_an_atari_checkpoint_from_before_optimizer_is_refused_not_resumed_with_rmsprop(tmp_path,
+                                                                                     monkeypatch):
+    """Its settings have no optimizer: it ran Adam (the defaults then), and the default now, the
+    paper's RMSProp, would go on from Adam's state. One line, not a traceback at the next step."""
+    args = dqn_atari.Args(env_id="BreakoutNoFrameskip-v4", total_timesteps=700, learning_starts=100,
+                          buffer_size=5_000, eval_episodes=0, output_dir=str(tmp_path),
+                          log_interval=10**9, device="cpu", optimizer="adam")
+    interrupt_at_iteration(monkeypatch, dqn_atari, 200)
+    path = os.path.join(dqn_atari.train(args).output_dir, "checkpoint.pt")
+    checkpoint = read_checkpoint(path)
+    assert checkpoint["modules"]["optimizer"]["state"]  # Adam's
+    del checkpoint["args"]["optimizer"]
+    torch.save(checkpoint, path)
+    with pytest.raises(dqn.UsageError, match="do not fit"):
+        dqn_atari.train(dqn_atari.Args(resume=path))
+
+
 def test_the_resume_command_printed_for_a_module_colon_id_env_resumes_it(tmp_path, monkeypatch, capsys):
     """load() imports no module a file names unless the command line names it too: the printed
     command names it."""
