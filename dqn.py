@@ -613,7 +613,8 @@ def load(path: str, name: str, flag: str, args: Args, key: str) -> tuple:
             saved = torch.load(path, map_location="cpu", weights_only=True)
             settings = saved["args"]  # (a tensor, say, warns when indexed with a string)
         known = {f.name for f in dataclasses.fields(args)}  # (not the flags of older versions)
-        saved_args = type(args)(**{k: v for k, v in settings.items() if k in known})
+        older = getattr(args, "OLDER_FILES", {})  # what a file saved before a setting ran
+        saved_args = type(args)(**{**older, **{k: v for k, v in settings.items() if k in known}})
         if not isinstance(saved_args.env_id, str):
             raise TypeError("env_id")
         saved[key]  # noqa: B018  (a checkpoint.pt has a "state", a model.pt a "q_network")

@@ -15,7 +15,7 @@ import functools
 import math
 import os
 import sys
-from typing import Literal
+from typing import ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -29,7 +29,7 @@ import dqn
 @dataclasses.dataclass
 class Args(dqn.Args):
     """The Nature paper's settings (Mnih et al. 2015: Extended Data Table 1 and its evaluation, in
-    agent steps) where they differ from dqn.py's. --preset atari100k: DrQ(epsilon)'s (PRESETS)."""
+    env steps, as DeepMind's code counts them) where they differ from dqn.py's (docs/atari.md)."""
     env_id: str = "BreakoutNoFrameskip-v4"  # ALE/Breakout-v5 gets the same preprocessing
     total_timesteps: int = 12_500_000  # env steps (4 frames each: 50M), summed over all envs
     optimizer: Literal["rmsprop", "adam"] = "rmsprop"  # rmsprop: the paper's (make_optimizer)
@@ -40,7 +40,7 @@ class Args(dqn.Args):
     target_network_frequency: int = 10_000  # env steps between two target-network updates
     hidden_sizes: tuple[int, ...] = (512,)  # widths of the hidden layers after the CNN
     end_e: float = 0.1  # epsilon after the decay
-    exploration_fraction: float = 0.08  # fraction of total_timesteps over which epsilon decays
+    exploration_fraction: float = 0.08  # of total_timesteps, over which epsilon decays (1M steps)
     eval_episodes: int = 30  # games played by the trained network
     eval_epsilon: float = 0.05  # epsilon of the evaluation policy
     eval_max_steps: int = 4_500  # evaluation games are cut short here (5 minutes, 18k frames)
@@ -61,6 +61,7 @@ class Args(dqn.Args):
     max_episode_frames: int = 108_000  # a game is truncated after this many frames (30 minutes)
     random_shift: int = 0  # move sampled frames up to this many pixels (DrQ's augmentation)
     bf16: bool = False  # the network computes in bfloat16 (weights and Q-values stay float32)
+    OLDER_FILES: ClassVar[dict] = dict(optimizer="adam")  # before --optimizer, runs took Adam
 
     def __post_init__(self):  # a value out of range raises ValueError, which tyro reports
         dqn.check_args(self, RANGES)
@@ -78,8 +79,7 @@ def bf16_instructions() -> bool:  # (torch's checks are private: one that is gon
 RANGES = {**dqn.RANGES, "frame_skip": (1, math.inf), "frame_stack": (1, math.inf),
           "frame_size": (36, math.inf),  # the smallest frame the Nature CNN takes
           "repeat_action_probability": (0, 1), "max_episode_frames": (1, math.inf)}
-# --preset atari100k: 100k env steps (400k frames), DrQ(epsilon)'s settings (Agarwal et al. 2021;
-# its Double DQN changes nothing when the target is the online net; epsilon 0.01 from 6,600).
+# --preset atari100k: 100k env steps (400k frames), DrQ(epsilon)'s settings (Agarwal et al. 2021)
 PRESETS = {"atari100k": dict(
     total_timesteps=100_000, buffer_size=100_000, learning_starts=1_600, train_frequency=1,
     target_network_frequency=1, n_step=10, dueling=True, optimizer="adam", learning_rate=1e-4,
@@ -104,7 +104,7 @@ def make_env(args: Args, num_envs: int, evaluation: bool = False) -> gym.vector.
             repeat_action_probability=args.repeat_action_probability,
             max_num_frames_per_episode=args.max_episode_frames,
             autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
-    else:  # yours (a module:Id too), through dqn.py's checks (its frames: LearningSignal.render)
+    else:  # yours (a module:Id too), through dqn.py's checks (videos: LearningSignal.render)
         envs = dqn.make_env(args, num_envs)
         space = envs.single_observation_space  # stacks of frames, as the Atari envs give
         if not (space.dtype == np.uint8 and len(space.shape) == 3 and min(space.shape[1:]) >= 36):
@@ -282,8 +282,8 @@ def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def make_optimizer(params, args: Args, device: torch.device) -> torch.optim.Optimizer:
-    """Adam (dqn.py's), or the paper's centred RMSProp as close as torch's comes: eps after the
-    root, where the paper's is inside; sqrt(0.01) / batch_size keeps its floor (docs/atari.md)."""
+    """Adam (dqn.py's), or the paper's centred RMSProp as close as torch's comes (docs/atari.md):
+    its eps, 0.01 inside the root for a batch's summed gradient, is 0.1 / batch after the root."""
     if args.optimizer == "adam":
         return dqn.make_optimizer(params, args, device)
     return torch.optim.RMSprop(params, args.learning_rate, alpha=0.95, eps=0.1 / args.batch_size,

@@ -1,11 +1,12 @@
 """A short-budget Atari learning curve for dqn_atari.py on this machine.
 
     python benchmarks/atari_curve.py                      # Breakout, 100k env steps (~16 min on 2 CPU cores)
-    python benchmarks/atari_curve.py --total-timesteps 10000000 --learning-starts 80000   # the full run
+    python benchmarks/atari_curve.py --total-timesteps 12500000 --learning-starts 50000   # the full run
 
 Trains `python dqn_atari.py` with the given budget (the other settings are dqn_atari.py's
-defaults, except the replay buffer, at most the budget, and epsilon's decay, over 40% of
-the budget by default rather than 10%, so that a short run learns past its first
+defaults: the Nature paper's since 2026-12-07, CleanRL's before, so the dates in
+results/atari_*.md say which; except the replay buffer, at most the budget, and epsilon's
+decay, over 40% of the budget by default, so that a short run learns past its first
 minutes of play), then writes benchmarks/results/atari_<game>.md (the command, the
 budget, the final evaluation, wall time) and atari_<game>.png (game returns vs env steps)
 from the run's metrics.csv. A short budget shows the pipeline learning, not a final score:
