@@ -659,7 +659,7 @@ def restore(checkpoint: dict, args: Args, state: State, modules: dict, rb) -> No
             m.load_state_dict(checkpoint["modules"][name])
     except (KeyError, TypeError, ValueError, RuntimeError):  # another network than its args make
         raise UsageError(f"--resume {args.resume}: its state or networks do not fit (made by "
-                         "another version of this program?)") from None
+                         "another version of this program, or of torch?)") from None
     vars(state).update({k: v for k, v in saved.items() if k != "explore_rng"})
     if checkpoint["replay_buffer"] is None:
         state.learning_starts = state.global_step + max(args.learning_starts, args.batch_size)
